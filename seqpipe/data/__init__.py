@@ -1,0 +1,1 @@
+"""Dataset registry, downloads, text and audio datasets, batching."""

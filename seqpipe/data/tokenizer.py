@@ -1,0 +1,116 @@
+"""SentencePiece tokenizers (joint or separate) and the compact id format.
+
+Ids: PAD=0, UNK=1, BOS=2, EOS=3 (fixed in every model we train). Text goes through
+SentencePiece with the ``identity`` normalisation rule — the prepare stage has already applied
+NFC and whitespace normalisation — so ``decode(encode(x)) == x`` exactly.
+
+A tokenized split side is stored as two ``.npy`` files: ``<name>.ids.npy`` (all ids, int32,
+one flat array) and ``<name>.offsets.npy`` (int64, n+1 offsets), read memory-mapped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """Source and target SentencePiece models (the same object when ``joint``)."""
+
+    def __init__(self, folder: Path):
+        import sentencepiece as spm
+
+        folder = Path(folder)
+        joint = folder / "spm.model"
+        if joint.is_file():
+            src = tgt = spm.SentencePieceProcessor(model_file=str(joint))
+        else:
+            src = spm.SentencePieceProcessor(model_file=str(folder / "src.model"))
+            tgt = spm.SentencePieceProcessor(model_file=str(folder / "tgt.model"))
+        self.src, self.tgt = src, tgt
+        self.joint = joint.is_file()
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        return self.src.encode(lines)
+
+    def encode_tgt(self, lines: list[str], alpha: float = 0.0) -> list[list[int]]:
+        if alpha > 0:
+            return self.tgt.encode(lines, enable_sampling=True, alpha=alpha, nbest_size=-1)
+        return self.tgt.encode(lines)
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return self.tgt.decode(ids)
+
+    def decode_src(self, ids: list[list[int]]) -> list[str]:
+        return self.src.decode(ids)
+
+
+def train_sentencepiece(
+    inputs: list[Path],
+    prefix: Path,
+    *,
+    model_type: str,
+    vocab_size: int,
+    character_coverage: float,
+    seed: int,
+    input_sentence_size: int,
+    threads: int,
+) -> None:
+    """Train one SentencePiece model on ``inputs`` (training text only)."""
+    import sentencepiece as spm
+
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        input=[str(p) for p in inputs],
+        model_prefix=str(prefix),
+        model_type=model_type,
+        vocab_size=vocab_size,
+        character_coverage=character_coverage,
+        hard_vocab_limit=False,  # tiny corpora: take what is there instead of failing
+        normalization_rule_name="identity",
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        input_sentence_size=input_sentence_size,
+        shuffle_input_sentence=True,
+        num_threads=max(1, threads),
+        minloglevel=2,
+    )
+
+
+def save_ids(folder: Path, name: str, seqs: list[list[int]]) -> None:
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int32, count=int(offsets[-1]))
+    np.save(folder / f"{name}.ids.npy", flat)
+    np.save(folder / f"{name}.offsets.npy", offsets)
+
+
+class IdArray:
+    """A tokenized split side, memory-mapped: ``arr[i] -> np.ndarray[int32]``."""
+
+    def __init__(self, folder: Path, name: str):
+        self.ids = np.load(Path(folder) / f"{name}.ids.npy", mmap_mode="r")
+        self.offsets = np.load(Path(folder) / f"{name}.offsets.npy")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.ids[self.offsets[i] : self.offsets[i + 1]])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)

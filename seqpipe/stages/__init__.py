@@ -1,0 +1,1 @@
+"""One module per stage: ``run(ctx: StageContext) -> dict`` (extra manifest fields)."""
