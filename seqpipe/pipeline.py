@@ -73,7 +73,9 @@ def stage_graph(recipe: Recipe) -> list[StageSpec]:
         return [
             prepare,
             StageSpec("tokenize", 1, ("task", "seed", "tokenize"), ("prepare",)),
-            StageSpec("train", 1, ("task", "seed", "model", "train"), ("tokenize",), resumable=True),
+            StageSpec(
+                "train", 1, ("task", "seed", "model", "train"), ("prepare", "tokenize"), resumable=True
+            ),
             StageSpec("decode", 1, ("task", "decode"), ("tokenize", "train")),
             score,
         ]

@@ -130,7 +130,10 @@ def download(url: str, dest: Path, sha256: str, retries: int = 3) -> None:
             last = exc
             time.sleep(min(2**attempt, 10))
     tmp.unlink(missing_ok=True)
-    raise InputError(f"{url}: download failed after {retries} tries ({last})")
+    raise InputError(
+        f"{url}: download failed after {retries} tries ({last}); for offline use set "
+        "SEQPIPE_MIRROR to a folder laid out like ../shared/data"
+    )
 
 
 # ------------------------------------------------------------------------- archives

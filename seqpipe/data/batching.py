@@ -1,0 +1,77 @@
+"""Token-based batching.
+
+Training batches hold at most ``max_tokens`` *real* tokens (source + target, no padding) and
+``max_sentences`` sentences. Sentences are shuffled per epoch with ``seed + epoch``, sorted by
+length inside large pools (so a batch holds similar lengths and little padding), cut into
+batches, and the batches shuffled. The order is a pure function of (seed, epoch), so a resumed
+run continues at the same position with the same batches.
+
+Decoding batches are length-sorted by source tokens; callers restore input order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _cut(order: np.ndarray, cost: np.ndarray, max_tokens: int, max_sentences: int) -> list[np.ndarray]:
+    batches: list[np.ndarray] = []
+    start, tokens = 0, 0
+    for i, idx in enumerate(order):
+        c = int(cost[idx])
+        n = i - start
+        if n > 0 and (tokens + c > max_tokens or n >= max_sentences):
+            batches.append(order[start:i])
+            start, tokens = i, 0
+        tokens += c
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def train_batches(
+    src_len: np.ndarray,
+    tgt_len: np.ndarray,
+    *,
+    max_tokens: int,
+    max_sentences: int,
+    seed: int,
+    epoch: int,
+    pool_batches: int = 100,
+) -> list[np.ndarray]:
+    """Batches of sentence indices for one epoch (deterministic in seed and epoch)."""
+    n = len(src_len)
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(n)
+    cost = src_len.astype(np.int64) + tgt_len.astype(np.int64) + 1  # + EOS
+    mean = max(1.0, float(cost.mean())) if n else 1.0
+    pool = max(1, int(pool_batches * max_tokens / mean))
+    batches: list[np.ndarray] = []
+    for start in range(0, n, pool):
+        chunk = perm[start : start + pool]
+        # sort by (src, tgt) length inside the pool: stable, so ties keep the shuffled order
+        key = src_len[chunk].astype(np.int64) * 4096 + tgt_len[chunk]
+        chunk = chunk[np.argsort(key, kind="stable")]
+        batches.extend(_cut(chunk, cost, max_tokens, max_sentences))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def decode_batches(src_len: np.ndarray, max_tokens: int, max_sentences: int = 1024) -> list[np.ndarray]:
+    """Length-sorted batches of indices (longest first) holding at most ``max_tokens`` padded
+    source tokens each."""
+    order = np.argsort(-src_len.astype(np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    longest = 0
+    for i, idx in enumerate(order):
+        length = max(1, int(src_len[idx]) + 1)
+        n = i - start
+        if n == 0:
+            longest = length
+        elif (n + 1) * longest > max_tokens or n >= max_sentences:
+            batches.append(order[start:i])
+            start, longest = i, length
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
