@@ -116,14 +116,19 @@ def clean_pairs(
     return src_out, tgt_out, stats
 
 
-def read_parallel(src: Path, tgt: Path, src_label: str = "", tgt_label: str = "") -> list[tuple[str, str]]:
-    """Read two line-aligned files; mismatched line counts are an error naming both."""
-    a = read_lines(src, src_label or str(src))
-    b = read_lines(tgt, tgt_label or str(tgt))
+def read_parallel(src: Path, tgt: Path, what: str = "") -> list[tuple[str, str]]:
+    """Read two line-aligned files; mismatched line counts are an error naming both.
+    ``what`` (e.g. the recipe key) is added to error messages."""
+    suffix = f" ({what})" if what else ""
+    try:
+        a = read_lines(src)
+        b = read_lines(tgt)
+    except InputError as exc:
+        raise InputError(f"{exc}{suffix}") from None
     if len(a) != len(b):
         raise InputError(
-            f"{src_label or src} has {len(a)} lines but {tgt_label or tgt} has {len(b)}: "
-            "parallel files must have the same number of lines"
+            f"{src} has {len(a)} lines but {tgt} has {len(b)}: parallel files must have the "
+            f"same number of lines{suffix}"
         )
     return list(zip(a, b))
 

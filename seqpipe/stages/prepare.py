@@ -68,10 +68,7 @@ def _local_pairs(ctx: StageContext) -> dict[str, list[tuple[str, str]]]:
 
     out = {}
     for split, files in (ctx.recipe.data.local or {}).items():
-        out[split] = read_parallel(
-            Path(files.src), Path(files.tgt), f"data.local.{split}.src ({files.src})",
-            f"data.local.{split}.tgt ({files.tgt})",
-        )
+        out[split] = read_parallel(Path(files.src), Path(files.tgt), f"data.local.{split}")
     return out
 
 

@@ -1,0 +1,5 @@
+"""``python -m seqpipe`` == the ``seqpipe`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: the offline data mirror, small recipes, running the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if not os.environ.get("SEQPIPE_MIRROR"):
+    os.environ["SEQPIPE_MIRROR"] = str((REPO / ".." / "shared" / "data").resolve())
+MIRROR = Path(os.environ["SEQPIPE_MIRROR"])
+
+
+def run_cli(*args: str, cwd: Path, check: bool | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m seqpipe ARGS`` in ``cwd``; returns the completed process."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqpipe", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, env=full_env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"seqpipe {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SMALL_MT = """\
+name: {name}
+task: mt
+seed: 7
+data:
+  dataset: multi30k
+  src_lang: en
+  tgt_lang: de
+  max_train_lines: {train_lines}
+  max_eval_lines: {eval_lines}
+tokenize:
+  vocab_size: {vocab}
+"""
+
+
+@pytest.fixture
+def small_mt(tmp_path: Path):
+    """Factory for a small Multi30k recipe in ``tmp_path`` (the workspace)."""
+
+    def make(name: str = "tiny", train_lines: int = 2000, eval_lines: int = 100, vocab: int = 500,
+             extra: str = "") -> Path:
+        text = SMALL_MT.format(name=name, train_lines=train_lines, eval_lines=eval_lines, vocab=vocab)
+        return write_recipe(tmp_path / f"{name}.yaml", text + extra)
+
+    return make
