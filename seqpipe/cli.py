@@ -64,6 +64,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="seqpipe")
 def main(debug: bool, verbose: bool) -> None:
     """seqpipe: staged, cached sequence-to-sequence experiments (MT and ASR)."""
+    from .runtime import tune_allocator
+
+    tune_allocator()
     _setup_logging(verbose)
 
 

@@ -160,6 +160,9 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: nn.Module, task: Task, out: Path, log: Any, seed: int):
+        from .runtime import tune_allocator
+
+        tune_allocator()
         self.cfg, self.task, self.out, self.log, self.seed = cfg, task, Path(out), log, seed
         self.rank, self.world, local = distributed_env()
         if self.world > 1 and not dist.is_initialized():

@@ -1,0 +1,425 @@
+"""Acoustic features: Kaldi-compatible log-mel filterbanks, speed perturbation, a feature
+store on disk (one memory-mapped float16 array + an index), global CMVN, and SpecAugment.
+
+On-disk layout written by :func:`compute_features_parallel` (read by :class:`FeatureStore`)::
+
+    out_dir/feats.npy    float16, total_frames x num_mel_bins (all utterances, back to back)
+    out_dir/index.json   {"utt_ids": [...], "offsets": [...], "lengths": [...], "speeds": [...],
+                          "num_mel_bins": 80, "sample_rate": 16000, ...}
+    out_dir/cmvn.json    {"mean": [...], "std": [...], "num_frames": N}  (global CMVN, optional)
+
+The stage wrapper (``seqpipe/stages/features.py``) decides which utterances and settings;
+this module only computes and stores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from seqpipe.data.asr_datasets import Utterance
+from seqpipe.data.audio import audio_info, read_audio, resample
+
+__all__ = [
+    "fbank",
+    "num_fbank_frames",
+    "speed_perturb",
+    "load_wave",
+    "compute_features_parallel",
+    "FeatureStore",
+    "save_cmvn",
+    "load_cmvn",
+    "apply_cmvn",
+    "SpecAugment",
+]
+
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+FEATS_FILE = "feats.npy"
+INDEX_FILE = "index.json"
+CMVN_FILE = "cmvn.json"
+INDEX_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# single-utterance computation
+
+
+def fbank(wave: np.ndarray | Tensor, sr: int, num_mel_bins: int = 80) -> Tensor:
+    """Kaldi log-mel filterbank (25 ms windows, 10 ms shift, povey window, no dither).
+
+    The waveform in [-1, 1] is scaled to the 16-bit range first, as Kaldi reads integers,
+    so the values match ``compute-fbank-feats`` (with ``--dither=0``).
+
+    :param wave: float waveform, shape ``[num_samples]``
+    :param sr: its sample rate
+    :return: float32 features, shape ``[num_frames, num_mel_bins]`` with
+        ``num_frames = num_fbank_frames(num_samples, sr)`` (0 if shorter than one window)
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1)
+    frames = num_fbank_frames(x.shape[1], sr)
+    if frames == 0:
+        return torch.zeros(0, num_mel_bins)
+    return torchaudio.compliance.kaldi.fbank(
+        x * 32768.0,
+        num_mel_bins=num_mel_bins,
+        frame_length=FRAME_LENGTH_MS,
+        frame_shift=FRAME_SHIFT_MS,
+        dither=0.0,
+        energy_floor=0.0,
+        sample_frequency=float(sr),
+    )
+
+
+def num_fbank_frames(num_samples: int, sr: int) -> int:
+    """Frames :func:`fbank` gives for ``num_samples`` samples (Kaldi ``snip_edges=true``)."""
+    window = int(sr * FRAME_LENGTH_MS * 0.001)
+    shift = int(sr * FRAME_SHIFT_MS * 0.001)
+    return 0 if num_samples < window else 1 + (num_samples - window) // shift
+
+
+def speed_perturb(wave: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """Change speed (and pitch) by ``factor`` through resampling, Kaldi-style.
+
+    ``factor`` 1.1 makes the utterance 10 % shorter: the signal is taken as sampled at
+    ``sr * factor`` and resampled to ``sr``.
+
+    :param wave: shape ``[num_samples]``
+    :return: shape ``[ceil(num_samples / factor)]`` (approximately)
+    """
+    if factor == 1.0:
+        return wave
+    return resample(wave, int(round(sr * factor)), sr)
+
+
+def load_wave(path: str | Path, sample_rate: int, speed: float = 1.0) -> np.ndarray:
+    """Read ``path``, speed-perturb by ``speed`` and resample to ``sample_rate`` in ONE
+    resampling step (file rate ``r`` is treated as ``r * speed``).
+
+    :return: float32 waveform ``[num_samples]`` at ``sample_rate``
+    """
+    wave, file_sr = read_audio(path)
+    virtual_sr = int(round(file_sr * speed))
+    return resample(wave, virtual_sr, sample_rate)
+
+
+def _num_samples_after(num_samples: int, file_sr: int, sample_rate: int, speed: float) -> int:
+    """Length :func:`load_wave` returns, computed as ``torchaudio.functional.resample`` does."""
+    orig = int(round(file_sr * speed))
+    if orig == sample_rate:
+        return num_samples
+    g = math.gcd(orig, sample_rate)
+    orig, new = orig // g, sample_rate // g
+    return int(torch.ceil(torch.as_tensor(new * num_samples / orig)).long())
+
+
+# --------------------------------------------------------------------------------------------
+# feature store
+
+
+def _speed_prefix(utt_id: str, speed: float) -> str:
+    return utt_id if speed == 1.0 else f"sp{speed:g}-{utt_id}"
+
+
+_WORKER_FEATS: np.memmap | None = None
+
+
+def _worker_init(feats_path: str) -> None:
+    global _WORKER_FEATS
+    torch.set_num_threads(1)
+    _WORKER_FEATS = np.load(feats_path, mmap_mode="r+")
+
+
+def _worker_compute(job: tuple) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Compute one (utterance, speed) and write it into the shared memmap.
+
+    :return: (job index, frames written, per-bin sum, per-bin sum of squares) (float64)
+    """
+    index, path, speed, offset, expected, sample_rate, num_mel_bins = job
+    wave = load_wave(path, sample_rate, speed)
+    feats = fbank(wave, sample_rate, num_mel_bins).numpy()
+    if feats.shape[0] != expected:
+        raise RuntimeError(f"{path}: {feats.shape[0]} frames, {expected} predicted from the header")
+    assert _WORKER_FEATS is not None
+    _WORKER_FEATS[offset : offset + expected] = feats.astype(np.float16)
+    f64 = feats.astype(np.float64)
+    return index, expected, f64.sum(axis=0), (f64 * f64).sum(axis=0)
+
+
+def compute_features_parallel(
+    utterances: Sequence[Utterance],
+    out_dir: str | Path,
+    num_workers: int = 2,
+    sample_rate: int = 16000,
+    num_mel_bins: int = 80,
+    speeds: Sequence[float] = (1.0,),
+    compute_cmvn: bool = True,
+    progress: bool = True,
+    desc: str = "fbank",
+    mp_context: str | None = None,
+) -> FeatureStore:
+    """Compute fbank features for all utterances into one float16 memory-mapped array.
+
+    Frame counts are predicted from the audio headers, the array is allocated once, and
+    ``num_workers`` processes write their utterances straight into it. Each
+    utterance appears once per speed in ``speeds``; perturbed copies get ids
+    ``sp0.9-<utt_id>`` (Kaldi convention). Utterances shorter than one window get 0 frames
+    (kept in the index; filter them with ``store.lengths``).
+
+    :param utterances: what to compute (audio resampled to ``sample_rate`` when needed)
+    :param out_dir: created; gets ``feats.npy``, ``index.json`` and (``compute_cmvn``)
+        ``cmvn.json`` with global mean/std over all frames written — compute the store of
+        the training split with it, and apply those stats to every split
+    :param num_workers: 0 or 1 computes in this process
+    :param mp_context: multiprocessing start method; default ``fork`` where available
+        (workers use one torch thread, as DataLoader workers do), else ``spawn`` (which
+        needs the ``if __name__ == "__main__":`` guard in the calling script)
+    :param progress: tqdm progress bar on stderr
+    :return: the :class:`FeatureStore` reading ``out_dir``
+    :raises AudioError: an audio file is missing or unreadable (names the file)
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    utt_ids: list[str] = []
+    jobs_meta: list[tuple[str, float, int]] = []  # (path, speed, frames)
+    for u in utterances:
+        num_samples, file_sr = audio_info(u.path)
+        for speed in speeds:
+            n = _num_samples_after(num_samples, file_sr, sample_rate, float(speed))
+            utt_ids.append(_speed_prefix(u.utt_id, float(speed)))
+            jobs_meta.append((u.path, float(speed), num_fbank_frames(n, sample_rate)))
+    if len(set(utt_ids)) != len(utt_ids):
+        raise ValueError("compute_features_parallel: duplicate utterance ids")
+    lengths = np.array([m[2] for m in jobs_meta], dtype=np.int64)
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        offsets[1:] = np.cumsum(lengths)[:-1]
+    total = int(lengths.sum())
+
+    feats_path = out_dir / FEATS_FILE
+    np.lib.format.open_memmap(
+        feats_path, mode="w+", dtype=np.float16, shape=(total, num_mel_bins)
+    ).flush()
+    jobs = [
+        (i, path, speed, int(offsets[i]), int(lengths[i]), sample_rate, num_mel_bins)
+        for i, (path, speed, _) in enumerate(jobs_meta)
+    ]
+    total_sum = np.zeros(num_mel_bins)
+    total_sq = np.zeros(num_mel_bins)
+    bar = tqdm(total=len(jobs), desc=desc, unit="utt", file=sys.stderr, disable=not progress)
+    try:
+        if num_workers <= 1:
+            _worker_init(str(feats_path))
+            results = map(_worker_compute, jobs)
+            for _, _, s, sq in results:
+                total_sum += s
+                total_sq += sq
+                bar.update(1)
+        else:
+            method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            ctx = mp.get_context(method)
+            chunk = max(1, min(64, len(jobs) // (num_workers * 8)))
+            with ctx.Pool(
+                num_workers, initializer=_worker_init, initargs=(str(feats_path),)
+            ) as pool:
+                for _, _, s, sq in pool.imap_unordered(_worker_compute, jobs, chunksize=chunk):
+                    total_sum += s
+                    total_sq += sq
+                    bar.update(1)
+    finally:
+        bar.close()
+        global _WORKER_FEATS
+        if _WORKER_FEATS is not None:
+            _WORKER_FEATS.flush()
+            _WORKER_FEATS = None
+
+    if compute_cmvn:
+        if total == 0:
+            raise ValueError("compute_features_parallel: no frames, cannot compute CMVN")
+        mean = total_sum / total
+        std = np.sqrt(np.maximum(total_sq / total - mean * mean, 1e-10))
+        save_cmvn(out_dir / CMVN_FILE, mean, std, total)
+    index = {
+        "version": INDEX_VERSION,
+        "num_mel_bins": num_mel_bins,
+        "sample_rate": sample_rate,
+        "dtype": "float16",
+        "frame_shift_ms": FRAME_SHIFT_MS,
+        "frame_length_ms": FRAME_LENGTH_MS,
+        "utt_ids": utt_ids,
+        "offsets": offsets.tolist(),
+        "lengths": lengths.tolist(),
+        "speeds": [m[1] for m in jobs_meta],
+    }
+    tmp = out_dir / (INDEX_FILE + ".tmp")
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, out_dir / INDEX_FILE)
+    return FeatureStore(out_dir)
+
+
+class FeatureStore:
+    """Read-only access to features written by :func:`compute_features_parallel`.
+
+    ``store[i]`` is utterance ``i`` as float32 ``[num_frames, num_mel_bins]`` (a copy);
+    ``store.raw(i)`` the float16 memory-mapped view. Picklable (for DataLoader workers):
+    the memmap is reopened lazily after unpickling.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.dir = Path(out_dir)
+        index_path = self.dir / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path}: feature index not found")
+        index = json.loads(index_path.read_text())
+        self.utt_ids: list[str] = index["utt_ids"]
+        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
+        self.lengths = np.asarray(index["lengths"], dtype=np.int64)
+        self.speeds: list[float] = index.get("speeds", [1.0] * len(self.utt_ids))
+        self.num_mel_bins: int = index["num_mel_bins"]
+        self.sample_rate: int = index["sample_rate"]
+        self._pos = {u: i for i, u in enumerate(self.utt_ids)}
+        self._feats: np.ndarray | None = None
+
+    @property
+    def feats(self) -> np.ndarray:
+        """The whole memory-mapped array, ``[total_frames, num_mel_bins]`` float16."""
+        if self._feats is None:
+            self._feats = np.load(self.dir / FEATS_FILE, mmap_mode="r")
+        return self._feats
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def raw(self, i: int) -> np.ndarray:
+        """Utterance ``i``, float16 memmap view ``[num_frames, num_mel_bins]``."""
+        o, n = int(self.offsets[i]), int(self.lengths[i])
+        return self.feats[o : o + n]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Utterance ``i`` as float32 ``[num_frames, num_mel_bins]``."""
+        return self.raw(i).astype(np.float32)
+
+    def index_of(self, utt_id: str) -> int:
+        return self._pos[utt_id]
+
+    def by_id(self, utt_id: str) -> np.ndarray:
+        return self[self._pos[utt_id]]
+
+    @property
+    def cmvn(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, std)`` saved beside the features, or ``None``."""
+        path = self.dir / CMVN_FILE
+        return load_cmvn(path) if path.is_file() else None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_feats"] = None
+        return state
+
+
+# --------------------------------------------------------------------------------------------
+# CMVN
+
+
+def save_cmvn(path: str | Path, mean: np.ndarray, std: np.ndarray, num_frames: int) -> None:
+    """Write global CMVN statistics (per-bin mean and standard deviation) as JSON."""
+    data = {
+        "mean": [float(x) for x in mean],
+        "std": [float(x) for x in std],
+        "num_frames": int(num_frames),
+    }
+    Path(path).write_text(json.dumps(data, indent=1))
+
+
+def load_cmvn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """:return: ``(mean, std)``, float32 ``[num_mel_bins]`` each."""
+    data = json.loads(Path(path).read_text())
+    return np.asarray(data["mean"], dtype=np.float32), np.asarray(data["std"], dtype=np.float32)
+
+
+def apply_cmvn(feats: np.ndarray | Tensor, mean: np.ndarray, std: np.ndarray):
+    """``(feats - mean) / std`` (broadcast over frames); same type as ``feats``."""
+    if isinstance(feats, Tensor):
+        m = torch.as_tensor(mean, dtype=feats.dtype, device=feats.device)
+        s = torch.as_tensor(std, dtype=feats.dtype, device=feats.device)
+        return (feats - m) / s
+    return (feats - mean) / std
+
+
+# --------------------------------------------------------------------------------------------
+# SpecAugment
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment (Park et al., 2019) without time warping, applied on the fly to a batch.
+
+    Each utterance gets ``freq_masks`` bands of width ~ U[0, freq_width] bins and
+    ``time_masks`` spans of width ~ U[0, W] frames set to ``mask_value``, where
+    ``W = time_width`` (int, frames) or ``time_width * length`` (float < 1, a fraction of the
+    utterance). Time masks stay inside each utterance's real length, so padding is untouched
+    and a masked batch equals its utterances masked alone (given the same random draws).
+    Active only in training mode.
+    """
+
+    def __init__(
+        self,
+        freq_masks: int = 2,
+        freq_width: int = 27,
+        time_masks: int = 2,
+        time_width: float = 0.05,
+        mask_value: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.freq_masks = freq_masks
+        self.freq_width = freq_width
+        self.time_masks = time_masks
+        self.time_width = time_width
+        self.mask_value = mask_value
+
+    @staticmethod
+    def _band(size: int | Tensor, max_width: Tensor, num: int, axis_len: int, gen) -> Tensor:
+        """Union of ``num`` random bands per row. :return: batch x axis_len bool."""
+        batch = max_width.shape[0]
+        pos = torch.arange(axis_len, device=max_width.device)
+        mask = torch.zeros(batch, axis_len, dtype=torch.bool, device=max_width.device)
+        size_t = torch.as_tensor(size, device=max_width.device).expand(batch)
+        for _ in range(num):
+            u = torch.rand(batch, 2, generator=gen, device=max_width.device)
+            width = torch.minimum((u[:, 0] * (max_width + 1)).floor().long(), size_t)
+            start = (u[:, 1] * (size_t - width + 1)).floor().long()
+            mask |= (pos[None] >= start[:, None]) & (pos[None] < (start + width)[:, None])
+        return mask
+
+    def forward(
+        self, x: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """
+        :param x: batch x time x feats
+        :param lengths: batch (real number of frames)
+        :return: masked copy, batch x time x feats (``x`` itself in eval mode)
+        """
+        if not self.training or (self.freq_masks == 0 and self.time_masks == 0):
+            return x
+        batch, time, feats = x.shape
+        lengths = lengths.to(x.device)
+        fmax = torch.full((batch,), self.freq_width, device=x.device)
+        fmask = self._band(feats, fmax, self.freq_masks, feats, generator)  # batch x feats
+        if isinstance(self.time_width, float) and self.time_width < 1:
+            tmax = (lengths.float() * self.time_width).floor().long()
+        else:
+            tmax = torch.full((batch,), int(self.time_width), device=x.device)
+        tmask = self._band(lengths, tmax, self.time_masks, time, generator)  # batch x time
+        valid = torch.arange(time, device=x.device)[None] < lengths[:, None]  # batch x time
+        mask = (fmask[:, None, :] | tmask[:, :, None]) & valid[:, :, None]
+        return x.masked_fill(mask, self.mask_value)
