@@ -8,11 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if not os.environ.get("SEQPIPE_MIRROR"):
     os.environ["SEQPIPE_MIRROR"] = str((REPO / ".." / "shared" / "data").resolve())
 MIRROR = Path(os.environ["SEQPIPE_MIRROR"])
+
+# Tiny test models run fastest on one thread, and 2-thread OpenMP collapses when anything
+# else shares the 2 cores. Benchmarks (make bench) use the configured threads instead.
+torch.set_num_threads(1)
 
 
 def run_cli(*args: str, cwd: Path, check: bool | None = None, timeout: float = 600,

@@ -1,0 +1,56 @@
+"""Recurrent encoder-decoder models (MT and ASR).
+
+Token ids fixed across the project (vocabularies, data loaders, search and models agree on them)::
+
+    PAD_ID = 0   padding, never predicted, ignored by the loss
+    UNK_ID = 1   unknown token
+    BOS_ID = 2   begin of sentence, first decoder input
+    EOS_ID = 3   end of sentence, last decoder target
+
+Modules, one concept each:
+
+- ``encoders.py``  :class:`RecurrentEncoder` (text or audio features, packed sequences)
+- ``attention.py`` Bahdanau (additive), Luong (dot/general) and location-aware attention
+- ``decoders.py``  :class:`RecurrentDecoder` (teacher forcing, incremental ``step`` for search)
+- ``seq2seq.py``   :class:`Seq2Seq`, :func:`build_model`, :func:`label_smoothed_nll`
+"""
+
+PAD_ID: int = 0
+UNK_ID: int = 1
+BOS_ID: int = 2
+EOS_ID: int = 3
+
+# The constants above are defined before these imports on purpose: submodules import them
+# from here.
+from seqpipe.models.attention import (  # noqa: E402
+    BahdanauAttention,
+    LocationAwareAttention,
+    LuongAttention,
+)
+from seqpipe.models.decoders import DecoderCache, DecoderState, RecurrentDecoder  # noqa: E402
+from seqpipe.models.encoders import EncoderOutput, RecurrentEncoder  # noqa: E402
+from seqpipe.models.seq2seq import (  # noqa: E402
+    Seq2Seq,
+    build_model,
+    count_parameters,
+    label_smoothed_nll,
+)
+
+__all__ = [
+    "PAD_ID",
+    "UNK_ID",
+    "BOS_ID",
+    "EOS_ID",
+    "BahdanauAttention",
+    "LuongAttention",
+    "LocationAwareAttention",
+    "RecurrentEncoder",
+    "EncoderOutput",
+    "RecurrentDecoder",
+    "DecoderState",
+    "DecoderCache",
+    "Seq2Seq",
+    "build_model",
+    "count_parameters",
+    "label_smoothed_nll",
+]

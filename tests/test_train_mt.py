@@ -1,0 +1,107 @@
+"""MT training end to end on small Multi30k subsets: every stage, variants, resume, NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqpipe.pipeline import Pipeline
+from seqpipe.recipe import load_recipe
+
+from .conftest import REPO, run_cli
+
+RECIPE = str(REPO / "recipes" / "mt_small.yaml")
+TINY = [
+    "data.max_train_lines=400", "data.max_eval_lines=40", "tokenize.vocab_size=300",
+    "model.emb_size=32", "model.hidden_size=32", "train.max_tokens=1500",
+    "train.valid_every=10", "train.log_every=5", "train.max_minutes=null", "train.progress=false",
+    "decode.beam_size=3", "train.threads=1", "decode.threads=1",
+]
+
+
+def _train_dir(ws: Path, *ov: str) -> Path:
+    key = Pipeline(load_recipe(RECIPE, list(ov)), ws).keys()["train"]
+    return ws / "cache" / "train" / key
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        [],  # the recipe's own model: Luong attention without input feeding (the fast path)
+        ["model.cell=lstm"],
+        ["model.attention=bahdanau", "model.input_feeding=true"],
+        ["model.attention=luong", "model.input_feeding=true", "model.luong_score=dot",
+         "model.bidirectional=false"],
+    ],
+    ids=["fast", "lstm", "bahdanau", "luong-if-dot"],
+)
+def test_mt_small_variants_run_end_to_end(tmp_path: Path, variant: list[str]):
+    proc = run_cli("run", RECIPE, *TINY, "train.max_steps=12", *variant, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "BLEU" in proc.stdout and "nrefs:1|case:mixed|eff:no|tok:13a" in proc.stdout
+    scores = json.loads((tmp_path / "exp" / "mt_small" / "scores.json").read_text())
+    test = scores["splits"]["test"]
+    assert test["sentences"] == 40 and 0 <= test["bleu"]["score"] <= 100
+    hyp = (tmp_path / "exp" / "mt_small" / "decode" / "test.hyp").read_text().splitlines()
+    assert len(hyp) == 40
+    tdir = (tmp_path / "exp" / "mt_small" / "train").resolve()
+    assert (tdir / "curve.png").stat().st_size > 1000
+    assert not (tdir / "checkpoint.pt").exists()  # resume state dropped once finished
+    info = json.loads((tdir / "train.json").read_text())
+    assert info["steps"] == 12 and info["tokens_per_second"] > 0
+    # a changed beam reruns only decode and score
+    again = run_cli("run", RECIPE, *TINY, "train.max_steps=12", *variant, "decode.beam_size=2", cwd=tmp_path)
+    assert again.returncode == 0 and "ran decode, score in" in again.stderr
+
+
+def test_killed_training_resumes_bit_identical(tmp_path: Path):
+    ov = [*TINY, "train.max_steps=60", "train.valid_every=7", "model.dropout=0.3"]
+    ref_ws, ws = tmp_path / "ref", tmp_path / "killed"
+    ref_ws.mkdir()
+    ws.mkdir()
+    run_cli("run", RECIPE, *ov, "--to", "train", cwd=ref_ws, check=True)
+    # the same recipe, killed with SIGKILL after its second checkpoint, then rerun
+    run_cli("run", RECIPE, *ov, "--to", "tokenize", cwd=ws, check=True)
+    partial = Path(str(_train_dir(ws, *ov)) + ".partial")
+    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", RECIPE, *ov, "--to", "train"],
+                            cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = partial / "checkpoint.pt"
+    deadline = time.time() + 240
+    seen = 0.0
+    while time.time() < deadline and proc.poll() is None:
+        if ck.exists() and ck.stat().st_mtime != seen:
+            if seen:
+                break  # second checkpoint written
+            seen = ck.stat().st_mtime
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(ck, weights_only=True)["state"]
+    assert 0 < state["step"] < 60
+    out = run_cli("run", RECIPE, *ov, "--to", "train", cwd=ws, check=True)
+    assert "resuming at step" in out.stderr
+    a = torch.load(_train_dir(ref_ws, *ov) / "model_last.pt", weights_only=True)
+    b = torch.load(_train_dir(ws, *ov) / "model_last.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log was appended to, not truncated: both runs are in it
+    log = (ws / "exp" / "mt_small" / "log.txt").read_text()
+    assert log.count("train    running") == 2
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path: Path):
+    proc = run_cli("run", RECIPE, *TINY, "train.max_steps=30", "train.lr=.inf",
+                   "train.max_nan_batches=3", "--to", "train", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "NaN/inf in 4 batches" in last and "Traceback" not in proc.stderr
+    assert not [p for p in (tmp_path / "cache" / "train").iterdir() if not p.name.endswith(".partial")]
