@@ -215,8 +215,14 @@ class Trainer:
         }
 
     def save(self) -> None:
+        """Write the resume checkpoint, then drop best-k files it no longer lists (in this
+        order, so a kill in between never leaves a checkpoint naming a missing file)."""
         if self.is_main:
             save_atomic(self._checkpoint(), self.out / CHECKPOINT)
+            kept = {f"best-{step}.pt" for _, step in self.state.kept}
+            for p in self.out.glob("best-*.pt"):
+                if p.name not in kept:
+                    p.unlink()
 
     def try_resume(self) -> bool:
         path = self.out / CHECKPOINT
@@ -289,16 +295,14 @@ class Trainer:
         sign = 1 if higher_is_better(self.cfg.valid_metric) else -1
         st.kept.append((score, st.step))
         st.kept.sort(key=lambda x: (-sign * x[0], -x[1]))
-        for _, step in st.kept[k:]:
-            (self.out / f"best-{step}.pt").unlink(missing_ok=True)
-        st.kept = st.kept[:k]
+        st.kept = st.kept[:k]  # files of dropped ones are removed by save()
         if any(step == st.step for _, step in st.kept):
             save_atomic(self.model.state_dict(), self.out / f"best-{st.step}.pt")
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainState:
-        cfg, st = self.cfg, self.state
         self.try_resume()
+        cfg, st = self.cfg, self.state
         if st.finished:
             return st
         self.model.train()
