@@ -115,19 +115,21 @@ def label_smoothed_nll(
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    lprobs = F.log_softmax(logits, dim=-1).reshape(-1, logits.size(-1))  # tokens x vocab
+    vocab = logits.size(-1)
+    lprobs = F.log_softmax(logits.reshape(-1, vocab), dim=-1)  # tokens x vocab
     target = target.reshape(-1)
     keep = target != ignore_index
-    lprobs, target = lprobs[keep], target[keep]
-    nll = -lprobs.gather(1, target.unsqueeze(1)).squeeze(1)  # tokens
-    nll_sum = nll.sum()
+    # nll_loss and a masked row sum: no boolean-indexed copy of the tokens x vocab matrix
+    # (its backward, a zero-fill plus index_put, cost ~10% of a CPU training step)
+    nll_sum = F.nll_loss(lprobs, target, ignore_index=ignore_index, reduction="sum")
     if epsilon > 0.0:
-        vocab = lprobs.size(-1)
         smooth = -lprobs.sum(dim=-1)
+        n_classes = vocab
         if 0 <= ignore_index < vocab:
             smooth = smooth + lprobs[:, ignore_index]
-            vocab -= 1
-        loss_sum = (1.0 - epsilon) * nll_sum + epsilon * (smooth / vocab).sum()
+            n_classes -= 1
+        smooth_sum = (smooth * keep).sum()
+        loss_sum = (1.0 - epsilon) * nll_sum + epsilon * smooth_sum / n_classes
     else:
         loss_sum = nll_sum
     return loss_sum, nll_sum.detach(), keep.sum()

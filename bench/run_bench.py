@@ -1,0 +1,182 @@
+"""seqpipe benchmarks (``make bench``): prints figures as JSON, asserts nothing.
+
+Everything runs one after another in this process's session, so the ratios compare runs made
+side by side on the same (noisy, shared) machine. Rows, all on Multi30k En→De with the Joey NMT
+peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, dropout 0.3):
+
+* ``ceiling``: ../shared/bench/ceiling_mt.py — the bare training step on random, perfectly
+  bucketed batches — run with the default allocator and with the allocator setting seqpipe
+  uses (seqpipe/runtime.py), since both bound us on this machine.
+* ``train_input_feeding`` / ``train_fast``: seqpipe's train stage end to end (data pipeline,
+  padding, bookkeeping included) for ``--steps`` updates: real source+target tokens/s
+  (EOS counted, padding not), peak RSS.
+* ``decode_beam5`` / ``decode_greedy``: the decode stage on test_2016_flickr (1,000 sentences)
+  with the fast model: sentences/s of the decoding loop, peak RSS.
+* ``joeynmt``: with ``--joey``, Joey NMT 2.3 through ../shared/bench/joeynmt/bench.sh in its own
+  venv, same data/size; otherwise its published figures are shown with ``measured: false``.
+
+Usage: python bench/run_bench.py [--threads 2] [--steps 60] [--joey] [--joey-budget 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+RECIPE = REPO / "recipes" / "mt_small.yaml"
+JOEY_PUBLISHED = {  # ../shared/bench/joeynmt/README.md, 600 s run, 2 threads, de→en
+    "train_tok_per_s": 2764, "beam5_sent_per_s": 41.3, "greedy_sent_per_s": 106.7,
+    "source": "../shared/bench/joeynmt/README.md (not measured in this run)",
+}
+
+# The Joey NMT peer's model and data; the rest from recipes/mt_small.yaml.
+COMMON = [
+    "data.src_lang=en", "data.tgt_lang=de", "tokenize.vocab_size=8000", "tokenize.joint=true",
+    "tokenize.model_type=unigram", "model.cell=gru", "model.emb_size=256",
+    "model.hidden_size=256", "model.enc_layers=1", "model.dec_layers=1",
+    "model.bidirectional=true", "model.dropout=0.3", "model.bridge=true",
+    "train.max_minutes=null", "train.progress=false", "train.log_every=20",
+]
+VARIANTS = {
+    "train_input_feeding": ["model.attention=bahdanau", "model.input_feeding=true"],
+    "train_fast": ["model.attention=luong", "model.input_feeding=false"],
+}
+
+
+def measured_run(args: list[str], env: dict[str, str]) -> tuple[int, float, int]:
+    """Run ``seqpipe ARGS`` in a child; (exit code, wall seconds, peak RSS in MiB)."""
+    code = (
+        "import resource, sys\n"
+        "from seqpipe.cli import main\n"
+        "try:\n    main(sys.argv[1:], standalone_mode=False)\n    rc = 0\n"
+        "except SystemExit as e:\n    rc = e.code or 0\n"
+        "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    m = re.search(r"PEAK_RSS_KB (\d+)", proc.stderr)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+    return proc.returncode, wall, int(m.group(1)) // 1024 if m else -1
+
+
+def other_load() -> float:
+    return os.getloadavg()[0]
+
+
+def ceiling(threads: int, tuned: bool) -> dict[str, float]:
+    env = dict(os.environ)
+    if tuned:  # what seqpipe.runtime.tune_allocator sets through mallopt
+        env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 31))
+    out = subprocess.run([sys.executable, str(SHARED / "bench" / "ceiling_mt.py"), str(threads)],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"input-feeding loop (\d+), fast no-input-feeding (\d+)", out)
+    assert m, out
+    return {"input_feeding": float(m.group(1)), "fast": float(m.group(2))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=60, help="training updates per variant")
+    ap.add_argument("--max-tokens", type=int, default=4000)
+    ap.add_argument("--workspace", type=Path, default=REPO / "bench_out")
+    ap.add_argument("--joey", action="store_true", help="also run Joey NMT (needs its venv)")
+    ap.add_argument("--joey-budget", type=int, default=300, help="Joey training seconds")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    a = ap.parse_args()
+
+    env = dict(os.environ)
+    env.setdefault("SEQPIPE_MIRROR", str(SHARED / "data"))
+    ws = a.workspace.resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    t = a.threads
+    common = [*COMMON, f"train.threads={t}", f"decode.threads={t}", f"train.max_tokens={a.max_tokens}",
+              f"train.max_steps={a.steps}", f"train.valid_every={10 * a.steps}",
+              "train.valid_max_sentences=100"]
+    res: dict[str, object] = {"threads": t, "steps": a.steps, "max_tokens": a.max_tokens,
+                              "load_at_start": round(other_load(), 2)}
+
+    # data once (cached); not timed
+    rc, _, _ = measured_run(["run", str(RECIPE), *common, "--to", "tokenize", "-w", str(ws)], env)
+    assert rc == 0, "prepare/tokenize failed"
+
+    res["ceiling_default_alloc"] = ceiling(t, tuned=False)
+    res["ceiling_tuned_alloc"] = ceiling(t, tuned=True)
+
+    from seqpipe.pipeline import Pipeline
+    from seqpipe.recipe import load_recipe
+
+    for name, ov in VARIANTS.items():
+        args = [*common, *ov]
+        pipe = Pipeline(load_recipe(RECIPE, args), ws)
+        rc, wall, rss = measured_run(
+            ["run", str(RECIPE), *args, "--to", "train", "--force", "train", "-w", str(ws)], env)
+        assert rc == 0, f"{name} failed"
+        info = json.loads((ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text())
+        key = "input_feeding" if "input_feeding" in name else "fast"
+        res[name] = {
+            "real_tok_per_s": info["tokens_per_second"], "steps": info["steps"],
+            "train_seconds": info["train_seconds"], "stage_wall_s": round(wall, 1),
+            "peak_rss_mib": rss, "parameters": info["parameters"],
+            "fraction_of_ceiling_default_alloc": round(info["tokens_per_second"] / res["ceiling_default_alloc"][key], 3),  # type: ignore[index]
+            "fraction_of_ceiling_tuned_alloc": round(info["tokens_per_second"] / res["ceiling_tuned_alloc"][key], 3),  # type: ignore[index]
+        }
+        print(json.dumps({name: res[name]}), file=sys.stderr)
+
+    fast = [*common, *VARIANTS["train_fast"]]
+    for name, ov in {"decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
+                     "decode_greedy": ["decode.search=greedy"]}.items():
+        args = [*fast, *ov, "decode.checkpoint=last"]
+        pipe = Pipeline(load_recipe(RECIPE, args), ws)
+        rc, wall, rss = measured_run(
+            ["run", str(RECIPE), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env)
+        assert rc == 0, f"{name} failed"
+        dec = json.loads((ws / "cache" / "decode" / pipe.keys()["decode"] / "decode.json").read_text())
+        sc = json.loads((ws / "cache" / "score" / pipe.keys()["score"] / "scores.json").read_text())
+        res[name] = {"sent_per_s": dec["splits"]["test"]["sentences_per_second"],
+                     "seconds": dec["splits"]["test"]["seconds"], "peak_rss_mib": rss,
+                     "bleu": sc["splits"]["test"]["bleu"]["score"],
+                     "note": f"model after {a.steps} updates; BLEU is not comparable to a trained model"}
+        print(json.dumps({name: res[name]}), file=sys.stderr)
+
+    joey: dict[str, object] = dict(JOEY_PUBLISHED, measured=False)
+    if a.joey:
+        run_dir = ws / "joey"
+        cmd = ["bash", str(SHARED / "bench" / "joeynmt" / "bench.sh"), "-b", str(a.joey_budget),
+               "-t", str(t), "-s", "en", "-g", "de", "-o", str(run_dir)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode == 0 and line:
+            joey = dict(json.loads(line[-1]), measured=True)
+        else:
+            joey["error"] = proc.stderr[-500:]
+    res["joeynmt"] = joey
+    jt = float(joey.get("train_tok_per_s", 0) or 0)
+    ratios = {}
+    if jt:
+        ratios["train_fast_vs_joey"] = round(res["train_fast"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
+        ratios["train_input_feeding_vs_joey"] = round(res["train_input_feeding"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
+    for ours, theirs in (("decode_beam5", "beam5_sent_per_s"), ("decode_greedy", "greedy_sent_per_s")):
+        if joey.get(theirs):
+            ratios[f"{ours}_vs_joey"] = round(res[ours]["sent_per_s"] / float(joey[theirs]), 2)  # type: ignore[index]
+    res["ratios"] = ratios
+    res["load_at_end"] = round(other_load(), 2)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
