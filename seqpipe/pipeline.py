@@ -200,6 +200,9 @@ class Pipeline:
                 done[s.name] = art
             self._link_exp(done, write_log=False)
             return done
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and rank > 0:
+            return self._run_follower(selected)
         with self.store.lock(wait=wait):
             self._setup_exp()
             for spec in selected:
@@ -209,19 +212,44 @@ class Pipeline:
                     done[spec.name] = art
                     self._link_exp({spec.name: art})
                     continue
-                inputs = {}
-                for inp in spec.inputs:
-                    a = done.get(inp) or self.store.get(inp, keys[inp])
-                    if a is None:
-                        raise InputError(
-                            f"stage {spec.name} needs the output of stage {inp}, which has not "
-                            f"run for this recipe: run `seqpipe run {self._recipe_arg()} "
-                            f"--to {inp}` first"
-                        )
-                    inputs[inp] = a
+                inputs = self._inputs(spec, done)
                 done[spec.name] = self._run_stage(spec, keys[spec.name], inputs)
                 self.ran.append(spec.name)
                 self._link_exp({spec.name: done[spec.name]})
+        return done
+
+    def _inputs(self, spec: StageSpec, done: dict[str, Artifact]) -> dict[str, Artifact]:
+        keys = self.keys()
+        inputs = {}
+        for inp in spec.inputs:
+            a = done.get(inp) or self.store.get(inp, keys[inp])
+            if a is None:
+                raise InputError(
+                    f"stage {spec.name} needs the output of stage {inp}, which has not "
+                    f"run for this recipe: run `seqpipe run {self._recipe_arg()} "
+                    f"--to {inp}` first"
+                )
+            inputs[inp] = a
+        return inputs
+
+    def _run_follower(self, selected: list[StageSpec]) -> dict[str, Artifact]:
+        """A non-zero rank under torchrun: waits for rank 0's artifacts, joins the (data-
+        parallel) train stage without committing it, and stops after training."""
+        keys = self.keys()
+        done: dict[str, Artifact] = {}
+        log.setLevel(logging.WARNING)  # rank 0 reports
+        for spec in selected:
+            if spec.name == "train":
+                out = self.store.partial_dir(spec.name, keys[spec.name])
+                out.mkdir(parents=True, exist_ok=True)
+                ctx = StageContext(self.recipe, spec, keys[spec.name], out, self._inputs(spec, done),
+                                   self.workspace, self.exp_dir, debug=self.debug)
+                spec.runner()(ctx)
+                return done
+            # rank 0 runs it; torchrun ends this process if rank 0 fails
+            while (art := self.store.get(spec.name, keys[spec.name])) is None:
+                time.sleep(0.5)
+            done[spec.name] = art
         return done
 
     def _recipe_arg(self) -> str:

@@ -358,6 +358,10 @@ class Trainer:
                         )
                     window_tokens, window_time, window_loss, window_n = 0, 0.0, 0.0, 0
                 out_of_time = budget is not None and st.elapsed >= budget
+                if budget is not None and self.world > 1:  # every rank stops at the same step
+                    flag = torch.tensor([float(out_of_time)])
+                    dist.broadcast(flag, 0)
+                    out_of_time = bool(flag.item())
                 out_of_steps = cfg.max_steps is not None and st.step >= cfg.max_steps
                 if ok and (st.step % cfg.valid_every == 0 or out_of_time or out_of_steps):
                     stop = self._validate()
@@ -432,6 +436,10 @@ class Trainer:
             "tokens_per_second": round(st.train_tokens / max(st.elapsed, 1e-9), 1),
             "nan_batches": st.nan_batches, "valid_metric": self.cfg.valid_metric,
         }
+        if self.world > 1:  # evidence that data-parallel ranks hold identical weights
+            info["world_size"] = self.world
+            (self.out / f"weights_rank{self.rank}.sha256").write_text(weights_digest(self.model) + "\n")
+            dist.barrier()
         if not self.is_main:
             return info
         save_atomic(self.model.state_dict(), self.out / "model_last.pt")
@@ -456,6 +464,17 @@ class Trainer:
         (self.out / CHECKPOINT).unlink(missing_ok=True)
         plot_curves(self.out / "metrics.jsonl", self.out / "curve.png", self.cfg.valid_metric)
         return info
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer, in state_dict order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def plot_curves(metrics: Path, png: Path, valid_metric: str) -> None:

@@ -105,3 +105,30 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path: Path):
     last = proc.stderr.strip().splitlines()[-1]
     assert "NaN/inf in 4 batches" in last and "Traceback" not in proc.stderr
     assert not [p for p in (tmp_path / "cache" / "train").iterdir() if not p.name.endswith(".partial")]
+
+
+def test_torchrun_two_cpu_processes_train_identical_weights(tmp_path: Path):
+    import shutil
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    ov = [*TINY, "train.max_steps=8", "train.valid_every=4", "train.device=cpu"]
+    run_cli("run", RECIPE, *ov, "--to", "tokenize", cwd=tmp_path, check=True)
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "seqpipe", "run", RECIPE,
+         *ov, "--to", "train"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        start_new_session=True,  # torchrun signals its whole process group when it exits
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tdir = _train_dir(tmp_path, *ov)
+    info = json.loads((tdir / "train.json").read_text())
+    assert info["world_size"] == 2 and info["steps"] == 8
+    d0 = (tdir / "weights_rank0.sha256").read_text()
+    d1 = (tdir / "weights_rank1.sha256").read_text()
+    assert d0 == d1 and len(d0.strip()) == 64
