@@ -1,5 +1,24 @@
-"""seqpipe: staged, cached sequence-to-sequence experiments (MT and ASR) with recurrent models."""
+"""seqpipe: staged, cached sequence-to-sequence experiments (MT and ASR) with recurrent models.
+
+``from seqpipe import load_model`` loads a trained model (see :mod:`seqpipe.api`); importing
+seqpipe itself does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_model"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_model":
+        from .api import load_model
+
+        return load_model
+    raise AttributeError(f"module 'seqpipe' has no attribute {name!r}")

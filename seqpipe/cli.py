@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .errors import SeqpipeError
+from .errors import InputError, SeqpipeError
 
 STAGE_HELP = "prepare, tokenize|features, train, decode, score"
 
@@ -174,6 +174,389 @@ def config(recipe: str, overrides: tuple[str, ...]) -> None:
     from .recipe import dump_recipe
 
     click.echo(dump_recipe(_load(recipe, overrides)), nl=False)
+
+
+# ---------------------------------------------------------------------------------- using models
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".mp3", ".opus", ".aiff", ".aif")
+
+
+def _decode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write here (default: stdout)."),
+        click.option("--beam", type=int, help="Beam size (default: the recipe's decode.beam_size)."),
+        click.option("--nbest", type=int, default=1, show_default=True,
+                     help="Output the N best: lines LINE<TAB>RANK<TAB>SCORE<TAB>TEXT."),
+        click.option("--search", help="beam | greedy (MT); ctc_greedy | ctc_beam | joint | beam | "
+                     "greedy (ASR). Default: the recipe's decode.search."),
+        click.option("--alpha", type=float, help="GNMT length penalty (default: the recipe's)."),
+        click.option("--batch-tokens", type=int,
+                     help="Source tokens (ASR: frames) per batch (default: the recipe's)."),
+        click.option("--checkpoint", type=click.Choice(["best", "last", "averaged"]),
+                     help="Which weights (default: the recipe's decode.checkpoint)."),
+        click.option("--device", help="cpu | cuda | cuda:N | auto (default: the recipe's)."),
+        click.option("--threads", type=int, help="torch CPU threads (default: the recipe's)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Recipe override when MODEL is a recipe (repeatable)."),
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bar on stderr (default: when stderr is a terminal)."),
+        click.option("--chunk-lines", type=click.IntRange(min=1), hidden=True,
+                     help="Inputs read and decoded per chunk (memory; tests)."),
+        _workspace_option,
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _text_lines(inputs: tuple[str, ...]):
+    """Lines of the input files (``-``: stdin), without line ends; invalid UTF-8 names the
+    file and line. Read lazily: memory does not grow with the input."""
+    for name in inputs:
+        label = "<stdin>" if name == "-" else name
+        if name != "-" and not Path(name).is_file():
+            raise InputError(f"{name}: file not found")
+        f = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+        try:
+            for i, raw in enumerate(f, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{label}:{i}: invalid UTF-8 (column {exc.start + 1})") from None
+                yield text.rstrip("\r\n")
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+
+
+def _audio_paths(inputs: tuple[str, ...]):
+    """Audio files given directly, or listed one per line in a text file (``-``: stdin)."""
+    for name in inputs:
+        if name != "-" and Path(name).suffix.lower() in AUDIO_SUFFIXES:
+            yield name
+        else:
+            yield from _text_lines((name,))
+
+
+def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output: Path | None,
+               beam: int | None, nbest: int, search: str | None, alpha: float | None,
+               batch_tokens: int | None, checkpoint: str | None, device: str | None,
+               threads: int | None, overrides: tuple[str, ...], progress: bool | None,
+               chunk_lines: int | None, workspace: Path) -> None:
+    import os
+
+    from .api import DecodeSettings, Model, resolve_model
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            _init_gloo()
+        if (device in (None, "auto", "cuda")) and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        threads = threads or 1
+    try:
+        # what can be checked without loading torch and the model is checked first
+        src = resolve_model(model, workspace, overrides)
+        if want is not None and src.task != want:
+            cmd = "transcribe" if src.task == "asr" else "translate"
+            kind = "a speech recognition" if src.task == "asr" else "a translation"
+            raise InputError(f"{model} is {kind} model: use `seqpipe {cmd}` (or `seqpipe decode`)")
+        DecodeSettings.from_config(src.decode_cfg).override(
+            beam=beam, nbest=nbest, search=search, alpha=alpha, batch_tokens=batch_tokens
+        ).check(src.task)
+        for name in inputs:
+            if name != "-" and not Path(name).is_file():
+                raise InputError(f"{name}: file not found")
+        if checkpoint is not None and checkpoint not in ("best", "last", "averaged"):
+            raise InputError(f"--checkpoint {checkpoint}: use best, last or averaged")
+        m = Model(src, checkpoint=checkpoint, device=device, threads=threads)
+        if threads is None and m.device.type == "cpu":  # as the decode stage does
+            import torch
+
+            torch.set_num_threads(max(1, int(m.source.decode_cfg.threads)))
+        s = m.decode_settings(beam=beam, nbest=nbest, search=search, alpha=alpha,
+                              batch_tokens=batch_tokens)
+        if not inputs:
+            if sys.stdin.isatty() and world == 1:
+                _interactive(m, s)
+                return
+            inputs = ("-",)
+        items = (_text_lines(inputs) if m.task == "mt" else _audio_paths(inputs)) if rank == 0 else iter(())
+        _write_results(m, s, items, output, progress, rank, chunk_lines)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _init_gloo() -> None:
+    """``init_process_group("gloo")`` with fd 1 pointed at stderr: gloo prints its connection
+    messages on stdout, which holds the decoded output."""
+    import os
+
+    import torch.distributed as dist
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        dist.init_process_group("gloo")
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _write_results(m: Any, s: Any, items: Any, output: Path | None, progress: bool | None,
+                   rank: int, chunk_lines: int | None = None) -> None:
+    import os
+
+    from tqdm import tqdm
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    unit = " sent" if m.task == "mt" else " utt"
+    bar = tqdm(unit=unit, file=sys.stderr, disable=not progress or rank != 0, dynamic_ncols=True)
+    tmp = None
+    if rank != 0:
+        out = None
+    elif output is None or str(output) == "-":
+        out, output = sys.stdout.buffer, None
+    elif output.exists() and not output.is_file():  # /dev/null, a FIFO: write straight in
+        out = open(output, "wb")  # noqa: SIM115
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+        out = open(tmp, "wb")  # noqa: SIM115
+    try:
+        line = 0
+        for line, hyps in enumerate(m.decode_stream(items, s, chunk_size=chunk_lines,
+                                                            on_chunk=bar.update), 1):
+            if out is None:
+                continue
+            if s.nbest == 1:
+                out.write(hyps[0].text.encode("utf-8") + b"\n")
+            else:
+                for rank_, h in enumerate(hyps, 1):
+                    out.write(f"{line}\t{rank_}\t{h.score:.4f}\t{h.text}\n".encode())
+        bar.close()
+        if out is not None:
+            out.flush()
+        if tmp is not None:
+            out.close()  # type: ignore[union-attr]
+            os.replace(tmp, output)  # type: ignore[arg-type]
+            tmp = None
+        elif output is not None and out is not None:
+            out.close()
+        if rank == 0 and output is not None:
+            click.echo(f"{line} {'sentences' if m.task == 'mt' else 'files'} → {output}", err=True)
+    finally:
+        if tmp is not None:
+            out.close()  # type: ignore[union-attr]
+            tmp.unlink(missing_ok=True)
+
+
+def _interactive(m: Any, s: Any) -> None:
+    what = "a sentence" if m.task == "mt" else "the path of an audio file"
+    click.echo(f"{m.source.description}: type {what} and press Enter (Ctrl-D to quit)", err=True)
+    try:
+        import readline  # noqa: F401 - line editing for input()
+    except ImportError:  # pragma: no cover
+        pass
+    while True:
+        try:
+            if sys.stdout.isatty():
+                text = input("> ")
+            else:  # keep stdout for the output: prompt on stderr
+                sys.stderr.write("> ")
+                sys.stderr.flush()
+                text = sys.stdin.readline()
+                if not text:
+                    raise EOFError
+        except EOFError:
+            click.echo("", err=True)
+            return
+        if not text.strip():
+            continue
+        try:
+            hyps = m.decode_chunk([text], s)[0]
+        except InputError as exc:  # e.g. a missing audio file: say so and keep going
+            click.echo(f"error: {exc}", err=True)
+            continue
+        if s.nbest == 1:
+            click.echo(hyps[0].text)
+        else:
+            for rank, h in enumerate(hyps, 1):
+                click.echo(f"{rank}\t{h.score:.4f}\t{h.text}")
+
+
+_USE_HELP = """MODEL: an experiment folder (exp/mt_small), a recipe (its artifacts are looked up in
+the workspace cache; --set KEY=VALUE for overrides), a train artifact or a file written by
+`seqpipe export`. INPUT: {what}; `-` or nothing reads stdin (an interactive prompt when stdin
+is a terminal). Output: one line per input, in input order."""
+
+
+@main.command()
+@click.argument("model")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@_decode_options
+@handle_errors
+def decode(model: str, inputs: tuple[str, ...], **kw: Any) -> None:
+    """Translate text or transcribe audio with a trained MODEL.
+
+    MT: INPUT files hold one sentence a line (normalised as in the prepare stage; an empty
+    line gives an empty line). ASR: INPUT are audio files, or text files listing one audio
+    path a line. Under `torchrun --nproc_per_node=N -m seqpipe decode ...` the input is
+    sharded across the processes and rank 0 writes the output in input order."""
+    _use_model(model, inputs, want=None, **kw)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@_decode_options
+@handle_errors
+def translate(model: str, inputs: tuple[str, ...], **kw: Any) -> None:
+    """Translate sentences with a trained MT MODEL (as `seqpipe decode`)."""
+    _use_model(model, inputs, want="mt", **kw)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@_decode_options
+@handle_errors
+def transcribe(model: str, inputs: tuple[str, ...], **kw: Any) -> None:
+    """Transcribe audio files with a trained ASR MODEL (as `seqpipe decode`)."""
+    _use_model(model, inputs, want="asr", **kw)
+
+
+def _add_use_help(cmd: click.Command, what: str) -> None:
+    import inspect
+
+    cmd.help = inspect.cleandoc(cmd.help or "") + "\n\n" + _USE_HELP.format(what=what)
+
+
+_add_use_help(decode, "text files (MT) or audio files (ASR)")
+_add_use_help(translate, "text files, one sentence a line")
+_add_use_help(transcribe, "audio files, or text files listing one audio path a line")
+
+
+@main.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The model file to write (e.g. model.spt).")
+@click.option("--checkpoint", type=click.Choice(["best", "last", "averaged"]),
+              help="Which weights (default: the recipe's decode.checkpoint).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Recipe override when MODEL is a recipe (repeatable).")
+@_workspace_option
+@handle_errors
+def export(model: str, output: Path, checkpoint: str | None, overrides: tuple[str, ...],
+           workspace: Path) -> None:
+    """Write MODEL (experiment folder, recipe or train artifact) as one self-contained file:
+    weights, model spec, tokenizer, recipe and versions. `torch.load(FILE, weights_only=True)`
+    reads it; `seqpipe decode FILE ...` and `load_model(FILE)` use it without the cache."""
+    from .api import resolve_model
+    from .export import export_model
+
+    src = resolve_model(model, workspace, overrides)
+    out = export_model(src, output, checkpoint)
+    click.echo(f"{src.task} model ({checkpoint or src.decode_cfg.checkpoint} checkpoint) → {out} "
+               f"({_human_bytes(out.stat().st_size)})", err=True)
+
+
+# ---------------------------------------------------------------------------------- comparing runs
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["mt", "asr"]), help="Only this task's runs.")
+@click.option("--test-set", help="Only this test set (split name, e.g. test).")
+@click.option("--sort", "sort_by", metavar="METRIC",
+              help="bleu | chrf | wer | cer | params | steps | train_seconds | decode_speed | date "
+              "| run (default: bleu, or wer without MT runs); best first.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--color/--no-color", default=None, help="Bold best values (default: on a terminal).")
+@_workspace_option
+@handle_errors
+def leaderboard(paths: tuple[Path, ...], task: str | None, test_set: str | None,
+                sort_by: str | None, fmt: str, color: bool | None, workspace: Path) -> None:
+    """One row per scored (run, test set) under PATHS (workspaces, experiment folders or score
+    artifacts; default: the workspace): model, scores with their signature, decode settings,
+    training time and steps, decode speed, date and code version."""
+    from .leaderboard import collect, render, select
+
+    rows = select(collect(list(paths) or [workspace]), task=task, test_set=test_set, sort=sort_by)
+    click.echo(render(rows, fmt, color=color), nl=False, color=color)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",
+              help="Values of one key (repeatable; the sweep runs every combination). With "
+              "--random, KEY=A:B is a range.")
+@click.option("--random", "random_n", type=int, metavar="N",
+              help="Random search: N draws from the --grid values and ranges.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random draws.")
+@click.option("--dry-run", is_flag=True, help="List the variants; run nothing.")
+@click.option("--sort", "sort_by", metavar="METRIC", help="Leaderboard order (as `leaderboard`).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for another run's workspace lock.")
+@_workspace_option
+@handle_errors
+def sweep(recipe: str, overrides: tuple[str, ...], grids: tuple[str, ...], random_n: int | None,
+          seed: int, dry_run: bool, sort_by: str | None, fmt: str, wait: bool,
+          workspace: Path) -> None:
+    """Run variants of RECIPE (grid or random search) through the shared cache, then print
+    their leaderboard. Each variant runs as exp/<name>-<hash of its overrides>.
+
+    \b
+    seqpipe sweep recipes/mt_small.yaml --grid model.hidden_size=256,512 --grid train.lr=1e-3,5e-4
+    seqpipe sweep recipes/mt_small.yaml --random 8 --grid train.lr=1e-4:1e-3 --grid model.cell=gru,lstm
+    """
+    from .leaderboard import render, select
+    from .sweep import leaderboard_rows, plan, run_sweep
+
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    variants = plan(recipe, list(overrides), list(grids), random_n, seed)
+    if dry_run:
+        for v in variants:
+            click.echo(f"{v.name}\t{v.label()}")
+        return
+    t0 = time.perf_counter()
+    run_sweep(recipe, list(overrides), variants, workspace, wait=wait, debug=debug,
+              log=lambda msg: click.echo(msg, err=True))
+    failed = [v for v in variants if v.error]
+    click.echo(f"sweep: {len(variants) - len(failed)} of {len(variants)} variants done in "
+               f"{time.perf_counter() - t0:.1f} s", err=True)
+    rows = select(leaderboard_rows(variants, workspace), sort=sort_by)
+    click.echo(render(rows, fmt, extra_columns=("overrides",)), nl=False)
+    if failed:
+        for v in failed:
+            click.echo(f"error: {v.name} ({v.label()}): {v.error}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.md and its figures (default: RUN/report).")
+@click.option("--worst", default=10, show_default=True, help="How many worst examples to list.")
+@handle_errors
+def report(run: Path, output: Path | None, worst: int) -> None:
+    """Markdown report of a scored RUN (experiment folder): scores and settings, learning
+    curve, BLEU by source length, the worst sentences (ASR: the error report)."""
+    from .report import write_report
+
+    md = write_report(run, output, worst)
+    click.echo(str(md))
 
 
 if __name__ == "__main__":  # pragma: no cover

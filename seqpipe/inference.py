@@ -59,11 +59,13 @@ def decode_id_seqs(
     from .search import beam_search, greedy_search
     from .stages.train import pad_batch
 
-    lens = np.array([len(s) + 1 for s in seqs], dtype=np.int64)
-    out: list[list[tuple[list[int], float]]] = [[] for _ in seqs]
+    out: list[list[tuple[list[int], float]]] = [[([], 0.0)] for _ in seqs]  # empty in, empty out
+    todo = np.array([i for i, s in enumerate(seqs) if len(s) > 0], dtype=np.int64)
+    lens = np.array([len(seqs[i]) + 1 for i in todo], dtype=np.int64)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for idx in decode_batches(lens, max_tokens=batch_tokens):
+        for batch in decode_batches(lens, max_tokens=batch_tokens):
+            idx = todo[batch]
             src, src_len = pad_batch([np.asarray(seqs[i]) for i in idx], suffix=EOS_ID)
             src = src.to(device)
             if search == "greedy" or (beam_size == 1 and nbest == 1):

@@ -76,7 +76,7 @@ def stage_graph(recipe: Recipe) -> list[StageSpec]:
             StageSpec(
                 "train", 1, ("task", "seed", "model", "train"), ("prepare", "tokenize"), resumable=True
             ),
-            StageSpec("decode", 1, ("task", "decode"), ("tokenize", "train")),
+            StageSpec("decode", 2, ("task", "decode"), ("tokenize", "train")),
             score,
         ]
     return [

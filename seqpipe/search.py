@@ -239,8 +239,10 @@ def beam_search(
             joint = (1.0 - ctc_weight) * att_lp + ctc_weight * extra.to(score_dtype)
             cand_lp = torch.where(torch.isneginf(att_lp), att_lp, joint)
         else:
-            width = log_probs.size(1)
-            cand_lp, cand_tok = log_probs, None
+            # the n_cand best of k rows x vocab lie among each row's n_cand best: a per-row
+            # top-k first makes the beam-wide top-k small (k * n_cand instead of k * vocab)
+            width = min(n_cand, log_probs.size(1))
+            cand_lp, cand_tok = log_probs.topk(width, dim=1)  # n*k x width
 
         total = (scores.view(n * k, 1) + cand_lp).view(n, k * width)
         top_scores, top_pos = total.topk(min(n_cand, k * width), dim=1)  # n x 2k
