@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 if not os.environ.get("SEQPIPE_MIRROR"):
     os.environ["SEQPIPE_MIRROR"] = str((REPO / ".." / "shared" / "data").resolve())
 MIRROR = Path(os.environ["SEQPIPE_MIRROR"])
+# Subprocesses (`python -m seqpipe`, torchrun) import the checkout under test, whatever the
+# shared venv's editable install points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 # Tiny test models run fastest on one thread, and 2-thread OpenMP collapses when anything
 # else shares the 2 cores. Benchmarks (make bench) use the configured threads instead.
