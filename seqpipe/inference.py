@@ -74,6 +74,6 @@ def decode_id_seqs(
             else:
                 res = beam_search(model, src, src_len, beam_size=beam_size, alpha=alpha,
                                   max_len_a=max_len_a, max_len_b=max_len_b, nbest=nbest)
-            for i, r in zip(idx, res):
+            for i, r in zip(idx, res, strict=True):
                 out[i] = [(list(h), float(s)) for h, s in r]
     return out, time.perf_counter() - t0

@@ -204,6 +204,7 @@ class Trainer:
         )
         self.state = TrainState()
         self.is_main = self.rank == 0
+        self.total_steps = cfg.max_steps or 1
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> dict[str, Any]:
@@ -308,7 +309,8 @@ class Trainer:
         if st.finished:
             return st
         self.model.train()
-        total_steps = cfg.max_steps or cfg.max_epochs * max(1, self.task.num_batches_hint())
+        # for the cosine schedule: its length in updates
+        self.total_steps = cfg.max_steps or cfg.max_epochs * max(1, self.task.num_batches_hint())
         budget = cfg.max_minutes * 60 if cfg.max_minutes else None
         from tqdm import tqdm
 
@@ -395,7 +397,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         self.optimizer.zero_grad(set_to_none=True)
         if self.plateau is None:
-            factor = lr_factor(cfg, st.step + 1, cfg.max_steps or 10**9)
+            factor = lr_factor(cfg, st.step + 1, self.total_steps)
             for g in self.optimizer.param_groups:
                 g["lr"] = cfg.lr * factor
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

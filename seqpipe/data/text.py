@@ -130,7 +130,7 @@ def read_parallel(src: Path, tgt: Path, what: str = "") -> list[tuple[str, str]]
             f"{src} has {len(a)} lines but {tgt} has {len(b)}: parallel files must have the "
             f"same number of lines{suffix}"
         )
-    return list(zip(a, b))
+    return list(zip(a, b, strict=True))
 
 
 def split_of(english: str, valid_fraction: float, test_fraction: float, seed: int) -> str:

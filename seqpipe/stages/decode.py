@@ -52,7 +52,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             with open(ctx.out / f"{split}.nbest.tsv", "w", encoding="utf-8") as f:
                 for line, hyps in enumerate(nb, 1):
                     texts = tok.decode_tgt([h for h, _ in hyps])
-                    for rank, ((_, score), text) in enumerate(zip(hyps, texts), 1):
+                    for rank, ((_, score), text) in enumerate(zip(hyps, texts, strict=True), 1):
                         f.write(f"{line}\t{rank}\t{score:.4f}\t{text}\n")
         info["splits"][split] = {
             "sentences": len(seqs), "seconds": round(secs, 3),

@@ -190,7 +190,7 @@ class MTTask:
             nll_sum += float(nll)
             n_tok += int(n)
             out = greedy_search(model, src, src_len, self.recipe.decode.max_len_a, self.recipe.decode.max_len_b)
-            for i, h in zip(idx, out):
+            for i, h in zip(idx, out, strict=True):
                 hyps[i] = h
         text = self.tok.decode_tgt(hyps)
         bleu = sacrebleu.corpus_bleu(text, [self.valid_refs]).score
