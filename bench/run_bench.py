@@ -43,6 +43,7 @@ COMMON = [
     "tokenize.model_type=unigram", "model.cell=gru", "model.emb_size=256",
     "model.hidden_size=256", "model.enc_layers=1", "model.dec_layers=1",
     "model.bidirectional=true", "model.dropout=0.3", "model.bridge=true",
+    "model.tied_embeddings=false", "tokenize.bpe_dropout=0.0",
     "train.max_minutes=null", "train.progress=false", "train.log_every=20",
 ]
 VARIANTS = {
