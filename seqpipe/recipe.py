@@ -94,8 +94,15 @@ class DataConfig(Section):
     max_eval_lines: int | None = Field(
         None, ge=1, description="keep only the first N valid/test pairs (quick runs, tests)"
     )
-    valid_fraction: float = Field(0.01, ge=0, lt=0.5, description="tatoeba: share of valid")
-    test_fraction: float = Field(0.01, ge=0, lt=0.5, description="tatoeba: share of test")
+    valid_fraction: float = Field(
+        0.01, ge=0, lt=0.5,
+        description="tatoeba: share of valid; asr datasets without a valid split: share of train "
+        "held out as valid (seeded, at least one utterance)",
+    )
+    test_fraction: float = Field(
+        0.01, ge=0, lt=0.5,
+        description="tatoeba: share of test; asr data given as one pool: share held out as test",
+    )
     # ASR
     sample_rate: int = Field(16000, ge=1000, description="asr: audio is resampled to this rate")
     on_error: Literal["skip", "stop"] = Field(
@@ -132,7 +139,10 @@ class FeaturesConfig(Section):
     kind: Literal["fbank", "mel"] = "fbank"
     num_mel_bins: int = Field(80, ge=8)
     speed_perturb: list[float] = Field(default_factory=lambda: [1.0])
-    cmvn: bool = True
+    cmvn: bool = Field(True, description="global mean/variance normalisation (training stats)")
+    utterance_cmn: bool = Field(
+        False, description="also subtract each utterance's own mean (speaker/channel robustness)"
+    )
     workers: int = _nokey(2, "feature extraction worker processes")
 
 
@@ -155,7 +165,9 @@ class ModelConfig(Section):
     dropout: float = Field(0.3, ge=0, lt=1)
     tied_embeddings: bool = False
     # ASR front end
-    subsampling: Literal["conv2d", "pyramid", "none"] = "conv2d"
+    # conv2d: x4 fewer frames; conv2d8: conv2d + pairs of frames stacked (x8); pyramid:
+    # pyramidal BiLSTM encoder (x2 per layer, up to x4); none
+    subsampling: Literal["conv2d", "conv2d8", "pyramid", "none"] = "conv2d"
     conv_channels: int = Field(32, ge=1)
 
 
@@ -203,7 +215,8 @@ class TrainConfig(Section):
 
 
 class DecodeConfig(Section):
-    search: Literal["beam", "greedy", "ctc_greedy", "ctc_beam", "joint"] = "beam"
+    # ASR: auto picks by model.arch (ctc → ctc_greedy, attention → beam, ctc_attention → joint)
+    search: Literal["beam", "greedy", "ctc_greedy", "ctc_beam", "joint", "auto"] = "beam"
     beam_size: int = Field(5, ge=1)
     alpha: float = Field(1.0, ge=0, description="GNMT length penalty")
     max_len_a: float = Field(1.5, ge=0)

@@ -26,7 +26,6 @@ import csv
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from seqpipe.data.audio import AudioError, audio_info, read_audio, write_audio
+from seqpipe.data.registry import UnsafeArchiveError, safe_extract_tar
 from seqpipe.errors import InputError
 
 __all__ = [
@@ -102,67 +102,8 @@ class DatasetError(InputError):
     """A corpus problem (missing file, empty transcript, bad line); one line naming the file."""
 
 
-class UnsafeArchiveError(InputError):
-    """An archive member would be written outside the destination folder."""
-
-    def __init__(self, archive: str | Path, member: str, reason: str) -> None:
-        super().__init__(f"{archive}: refusing member {member!r}: {reason}")
-
-
 # --------------------------------------------------------------------------------------------
 # archives
-
-
-def _check_member(member: tarfile.TarInfo, dest: Path, archive: Path) -> None:
-    """Raise :class:`UnsafeArchiveError` if ``member`` would land outside ``dest``."""
-    name = member.name
-    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(archive, name, "absolute path")
-    target = (dest / name).resolve()
-    if target != dest and dest not in target.parents:
-        raise UnsafeArchiveError(archive, name, "path leaves the destination folder")
-    if member.issym() or member.islnk():
-        link = member.linkname
-        if os.path.isabs(link):
-            raise UnsafeArchiveError(archive, name, f"link to absolute path {link!r}")
-        # symlinks are relative to the member's folder, hard links to the archive root
-        base = target.parent if member.issym() else dest
-        link_target = (base / link).resolve()
-        if link_target != dest and dest not in link_target.parents:
-            raise UnsafeArchiveError(archive, name, f"link {link!r} points outside the folder")
-    elif not (member.isfile() or member.isdir()):
-        raise UnsafeArchiveError(archive, name, "device, fifo or other special file")
-
-
-def safe_extract_tar(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a (compressed) tar archive into ``dest``, refusing unsafe members.
-
-    Every member is checked first (absolute paths, ``..`` escapes, links pointing outside
-    ``dest``, device files): one bad member and nothing is extracted. Extraction then also
-    uses tarfile's ``filter="data"`` as a second line of defence.
-
-    :return: ``dest`` (created if needed)
-    :raises UnsafeArchiveError: a member would escape ``dest``
-    :raises DatasetError: the archive is missing or unreadable
-    """
-    archive = Path(archive)
-    dest = Path(dest)
-    if not archive.is_file():
-        raise DatasetError(f"{archive}: archive not found")
-    dest.mkdir(parents=True, exist_ok=True)
-    dest_resolved = dest.resolve()
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member, dest_resolved, archive)
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12
-                tar.extractall(dest_resolved, members=members, filter="data")
-            else:  # pragma: no cover - older Pythons: the explicit checks above only
-                tar.extractall(dest_resolved, members=members)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DatasetError(f"{archive}: cannot extract ({type(e).__name__}: {e})") from e
-    return dest
 
 
 def extract_once(archive: str | Path, dest: str | Path) -> Path:

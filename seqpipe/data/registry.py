@@ -139,22 +139,72 @@ def download(url: str, dest: Path, sha256: str, retries: int = 3) -> None:
 # ------------------------------------------------------------------------- archives
 
 
+class UnsafeArchiveError(InputError):
+    """An archive member would be written outside the destination folder."""
+
+    def __init__(self, archive: str | Path, member: str, reason: str) -> None:
+        super().__init__(f"{archive}: refusing member {member!r}: {reason}")
+
+
 def _check_member(dest: Path, name: str, archive: Path) -> Path:
+    """Target of zip member ``name``; raises if it would land outside ``dest``."""
     target = (dest / name).resolve()
     if not target.is_relative_to(dest.resolve()) or os.path.isabs(name):
-        raise InputError(f"{archive}: refusing to extract {name!r}: it leaves the target folder")
+        raise UnsafeArchiveError(archive, name, "path leaves the target folder")
     return target
 
 
-def safe_extract_tar(archive: Path, dest: Path) -> None:
-    """Extract a tar archive, refusing members (and links) that leave ``dest``."""
+def _check_tar_member(member: tarfile.TarInfo, dest: Path, archive: Path) -> None:
+    """Raise :class:`UnsafeArchiveError` if ``member`` would land outside ``dest`` (resolved)."""
+    name = member.name
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(archive, name, "absolute path")
+    target = (dest / name).resolve()
+    if target != dest and dest not in target.parents:
+        raise UnsafeArchiveError(archive, name, "path leaves the target folder")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if os.path.isabs(link):
+            raise UnsafeArchiveError(archive, name, f"link to absolute path {link!r}")
+        # symlinks are relative to the member's folder, hard links to the archive root
+        base = target.parent if member.issym() else dest
+        link_target = (base / link).resolve()
+        if link_target != dest and dest not in link_target.parents:
+            raise UnsafeArchiveError(archive, name, f"link {link!r} points outside the folder")
+    elif not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(archive, name, "device, fifo or other special file")
+
+
+def safe_extract_tar(archive: str | Path, dest: str | Path) -> Path:
+    """Extract a (compressed) tar archive into ``dest``, refusing unsafe members.
+
+    Every member is checked first (absolute paths, ``..`` escapes, links pointing outside
+    ``dest``, device files): one bad member and nothing is extracted. Extraction then also
+    uses tarfile's ``filter="data"`` as a second line of defence. The one implementation in
+    seqpipe (``seqpipe.data.asr_datasets`` re-exports it).
+
+    :return: ``dest`` (created if needed)
+    :raises UnsafeArchiveError: a member would escape ``dest``
+    :raises InputError: the archive is missing or unreadable
+    """
+    archive = Path(archive)
+    dest = Path(dest)
+    if not archive.is_file():
+        raise InputError(f"{archive}: archive not found")
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        for m in tar.getmembers():
-            _check_member(dest, m.name, archive)
-            if m.issym() or m.islnk():
-                _check_member(dest, os.path.join(os.path.dirname(m.name), m.linkname), archive)
-        tar.extractall(dest, filter="data")
+    dest_resolved = dest.resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_tar_member(member, dest_resolved, archive)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12
+                tar.extractall(dest_resolved, members=members, filter="data")
+            else:  # pragma: no cover - older Pythons: the explicit checks above only
+                tar.extractall(dest_resolved, members=members)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise InputError(f"{archive}: cannot extract ({type(e).__name__}: {e})") from e
+    return dest
 
 
 def safe_read_zip_member(archive: Path, member: str) -> bytes:
@@ -178,8 +228,22 @@ def safe_extract_zip(archive: Path, dest: Path) -> None:
 # ------------------------------------------------------------------------- keys
 
 
+# recipe ``data.dataset`` names whose files come from a differently named registry entry
+REGISTRY_NAMES = {"fsdd_digits": "fsdd", "fsdd_connected": "fsdd", "librispeech": "librispeech_sample"}
+
+
+def registry_name(dataset: str) -> str:
+    """The registry entry that holds the files of recipe dataset ``dataset``."""
+    return REGISTRY_NAMES.get(dataset, dataset)
+
+
 def data_fingerprint(recipe: Any) -> dict[str, Any]:
-    """What identifies the prepare stage's input data (part of its cache key)."""
+    """What identifies the prepare stage's input data (part of its cache key).
+
+    Registry datasets: the sha256 of their files. Local ASR data (``kaldi``, ``tsv``,
+    ``librispeech`` with ``data.path``): the path, and size + mtime of every file below it
+    and of every audio file its ``*.tsv`` / ``wav.scp`` files name (one digest).
+    """
     d = recipe.data
     if d.dataset == "local":
         out = {}
@@ -188,19 +252,55 @@ def data_fingerprint(recipe: Any) -> dict[str, Any]:
                 p = Path(getattr(files, side))
                 out[f"{split}.{side}"] = _sha256(p) if p.is_file() else f"missing:{p}"
         return out
-    if d.dataset in ("kaldi", "tsv", "librispeech_dir"):
-        p = Path(d.path or "")
-        if p.is_file():
-            return {"path": _sha256(p)}
-        if p.is_dir():
-            return {
-                f.relative_to(p).as_posix(): [f.stat().st_size, int(f.stat().st_mtime)]
-                for f in sorted(p.rglob("*"))
-                if f.is_file()
-            }
-        return {"path": f"missing:{p}"}
-    if d.dataset == "fsdd_connected":
-        entry = dataset_entry("fsdd")
-    else:
-        entry = dataset_entry(d.dataset)
+    if d.dataset in ("kaldi", "tsv") or (d.dataset == "librispeech" and d.path):
+        return _local_fingerprint(Path(d.path or ""))
+    entry = dataset_entry(registry_name(d.dataset))
     return {rel: info["sha256"] for rel, info in entry["files"].items()}
+
+
+def _stat_entry(f: Path) -> list[Any]:
+    try:
+        st = f.stat()
+    except OSError:
+        return [str(f), "missing"]
+    return [str(f), st.st_size, st.st_mtime_ns]
+
+
+def _referenced_audio(listing: Path) -> list[Path]:
+    """Audio files named by a ``*.tsv`` (first column) or ``wav.scp`` (second column)."""
+    out = []
+    try:
+        lines = listing.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return out
+    for i, line in enumerate(lines):
+        if listing.name == "wav.scp":
+            parts = line.split(maxsplit=1)
+            raw = parts[1].strip() if len(parts) == 2 else ""
+        else:
+            raw = line.split("\t", 1)[0].strip()
+            if i == 0 and raw.lower() == "path":
+                continue
+        if not raw or raw.endswith("|"):
+            continue
+        p = Path(raw)
+        out.append(p if p.is_absolute() else listing.parent / p)
+    return out
+
+
+def _local_fingerprint(p: Path) -> dict[str, Any]:
+    if not p.exists():
+        return {"path": f"missing:{p}"}
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    listings = [f for f in files if f.suffix == ".tsv" or f.name == "wav.scp"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(repr(_stat_entry(f)).encode())
+    if p.is_file():
+        h.update(_sha256(p).encode())
+    n_audio = 0
+    for listing in listings:
+        for audio in _referenced_audio(listing):
+            h.update(repr(_stat_entry(audio)).encode())
+            n_audio += 1
+    return {"path": str(p), "files": len(files), "audio": n_audio, "digest": h.hexdigest()[:32]}

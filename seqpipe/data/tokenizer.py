@@ -114,3 +114,66 @@ class IdArray:
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+
+class CharTokenizer:
+    """Character vocabulary for ASR targets, with the same interface as :class:`Tokenizer`.
+
+    Ids: PAD (= CTC blank) 0, UNK 1, BOS 2, EOS 3, then the characters of the training
+    transcripts in sorted order; a space is the token ``▁``. Saved as ``chars.json``.
+    ``decode(encode(x)) == x`` for whitespace-normalised text made of known characters.
+    """
+
+    SPACE = "▁"
+    SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+    FILE = "chars.json"
+
+    def __init__(self, chars: list[str]):
+        self.tokens = list(self.SPECIALS) + list(chars)
+        self.ids = {c: i for i, c in enumerate(self.tokens) if i >= len(self.SPECIALS)}
+
+    @classmethod
+    def build(cls, lines: list[str]) -> CharTokenizer:
+        chars = {cls.SPACE if c == " " else c for line in lines for c in " ".join(line.split())}
+        return cls(sorted(chars))
+
+    def save(self, folder: Path) -> None:
+        import json
+
+        data = {"type": "char", "space": self.SPACE, "tokens": self.tokens}
+        (Path(folder) / self.FILE).write_text(json.dumps(data, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> CharTokenizer:
+        import json
+
+        data = json.loads((Path(folder) / cls.FILE).read_text(encoding="utf-8"))
+        return cls(data["tokens"][len(cls.SPECIALS) :])
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def encode_tgt(self, lines: list[str], alpha: float = 0.0) -> list[list[int]]:
+        return [
+            [self.ids.get(self.SPACE if c == " " else c, UNK_ID) for c in " ".join(line.split())]
+            for line in lines
+        ]
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        out = []
+        for seq in ids:
+            chars = [
+                "⁇" if i == UNK_ID else (" " if self.tokens[i] == self.SPACE else self.tokens[i])
+                for i in seq
+                if i == UNK_ID or (len(self.SPECIALS) <= i < len(self.tokens))
+            ]
+            out.append(" ".join("".join(chars).split()))
+        return out
+
+
+def load_target_tokenizer(folder: Path) -> Tokenizer | CharTokenizer:
+    """The target tokenizer saved in ``folder``: characters (``chars.json``) or SentencePiece."""
+    if (Path(folder) / CharTokenizer.FILE).is_file():
+        return CharTokenizer.load(folder)
+    return Tokenizer(folder)

@@ -1,0 +1,167 @@
+"""Loading a trained ASR model and transcribing features in length-sorted batches.
+
+Shared by the decode stage, validation during training and the Python API, so all give the
+same output for the same settings. Searches (``decode.search``):
+
+=============  ===========================================  ==========================
+``ctc_greedy``  best path of the CTC head                    arch ctc, ctc_attention
+``ctc_beam``    CTC prefix beam search                       arch ctc, ctc_attention
+``greedy``      attention decoder, greedy                    arch attention, ctc_attention
+``beam``        attention decoder, beam search               arch attention, ctc_attention
+``joint``       attention beam search + CTC prefix scores    arch ctc_attention
+=============  ===========================================  ==========================
+
+``auto`` picks ``ctc_greedy`` / ``beam`` / ``joint`` for ``ctc`` / ``attention`` / ``ctc_attention``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.batching import decode_batches
+from .errors import InputError
+from .inference import CHECKPOINT_FILES
+
+SEARCH_ARCHS = {
+    "ctc_greedy": ("ctc", "ctc_attention"),
+    "ctc_beam": ("ctc", "ctc_attention"),
+    "greedy": ("attention", "ctc_attention"),
+    "beam": ("attention", "ctc_attention"),
+    "joint": ("ctc_attention",),
+}
+
+
+def load_asr_model(
+    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``model.json`` and load a checkpoint (weights only)."""
+    from .models.asr import build_asr_model
+
+    spec = json.loads((Path(train_dir) / "model.json").read_text())
+    path = Path(train_dir) / CHECKPOINT_FILES[checkpoint]
+    if not path.is_file():
+        if checkpoint == "averaged":
+            raise InputError(
+                f"{path}: no averaged checkpoint; train with train.average_last=K or use "
+                "decode.checkpoint=best"
+            )
+        raise InputError(f"{path}: checkpoint not found")
+    model = build_asr_model(spec)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    return model, spec
+
+
+AUTO_SEARCH = {"ctc": "ctc_greedy", "attention": "beam", "ctc_attention": "joint"}
+
+
+def resolve_search(search: str, arch: str) -> str:
+    """``auto`` -> the search for ``arch``; anything else is checked against it."""
+    if search == "auto":
+        return AUTO_SEARCH[arch]
+    check_search(search, arch)
+    return search
+
+
+def check_search(search: str, arch: str) -> None:
+    if search not in SEARCH_ARCHS:
+        raise InputError(f"decode.search: {search} is for MT; ASR uses {', '.join(SEARCH_ARCHS)} or auto")
+    if arch not in SEARCH_ARCHS[search]:
+        raise InputError(
+            f"decode.search: {search} needs model.arch {' or '.join(SEARCH_ARCHS[search])}, "
+            f"but the model is {arch}"
+        )
+
+
+def transcribe(
+    model: torch.nn.Module,
+    lengths: np.ndarray,
+    load: Callable[[int], np.ndarray],
+    *,
+    search: str = "ctc_greedy",
+    beam_size: int = 5,
+    alpha: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 5,
+    nbest: int = 1,
+    ctc_weight: float = 0.3,
+    batch_frames: int = 6000,
+    device: torch.device | str = "cpu",
+) -> tuple[list[list[tuple[list[int], float]]], float]:
+    """Transcribe utterances ``0 .. len(lengths) - 1``.
+
+    :param lengths: frames per utterance
+    :param load: ``i -> float32 frames x bins`` (normalised features of utterance ``i``)
+    :param batch_frames: padded frames per batch (length-sorted, longest first)
+    :return: n-best lists ``[(token ids, score)]`` in input order (CTC searches: one
+        hypothesis; greedy scores are 0), and the decoding wall time in seconds
+    """
+    from .ctc_search import ctc_greedy, ctc_prefix_beam_search
+    from .models.asr import pad_features
+    from .models.ctc import CTCSearchScorer
+    from .search import beam_search, greedy_search
+
+    search = resolve_search(search, model.arch)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out: list[list[tuple[list[int], float]]] = [[] for _ in range(len(lengths))]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for idx in decode_batches(lengths, max_tokens=batch_frames):
+            x, x_len = pad_features([load(int(i)) for i in idx], model.min_frames)
+            x = x.to(device)
+            if search in ("ctc_greedy", "ctc_beam"):
+                enc = model.encode(x, x_len)
+                lp = model.ctc_head(enc.outputs)
+                if search == "ctc_greedy":
+                    res = [[(h, 0.0)] for h in ctc_greedy(lp, enc.lengths)]
+                else:
+                    hyps, scores = ctc_prefix_beam_search(
+                        lp, enc.lengths, beam_size=beam_size, return_scores=True
+                    )
+                    res = [[(h, s)] for h, s in zip(hyps, scores, strict=True)]
+            elif search == "greedy" or (search == "beam" and beam_size == 1 and nbest == 1):
+                hyps = greedy_search(model, x, x_len, max_len_a, max_len_b)
+                res = [[(h, 0.0)] for h in hyps]
+            else:
+                scorer = CTCSearchScorer(model.ctc_head) if search == "joint" else None
+                res = beam_search(
+                    model, x, x_len, beam_size=beam_size, alpha=alpha, max_len_a=max_len_a,
+                    max_len_b=max_len_b, nbest=nbest, prefix_scorer=scorer,
+                    ctc_weight=ctc_weight if scorer is not None else 0.0,
+                )
+            for i, r in zip(idx, res, strict=True):
+                out[int(i)] = [(list(h), float(s)) for h, s in r]
+    return out, time.perf_counter() - t0
+
+
+def feature_normalizer(feat_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """How the features artifact says to normalise its features (``norm.json``): global CMVN
+    with the training statistics, then, optionally, each utterance's own mean subtracted."""
+    from .features import load_cmvn
+
+    feat_dir = Path(feat_dir)
+    norm = json.loads((feat_dir / "norm.json").read_text()) if (feat_dir / "norm.json").is_file() else {}
+    cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
+    utt_cmn = bool(norm.get("utterance_cmn", False))
+
+    def normalize(f: np.ndarray) -> np.ndarray:
+        f = f.astype(np.float32, copy=False)
+        if cmvn is not None:
+            f = (f - cmvn[0]) / cmvn[1]
+        if utt_cmn and len(f):
+            f = f - f.mean(axis=0, keepdims=True)
+        return f
+
+    return normalize
+
+
+def feature_loader(store: Any, normalize: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], np.ndarray]:
+    """``i -> normalize(store[i])`` (float32)."""
+    return lambda i: normalize(store[i])

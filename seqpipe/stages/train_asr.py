@@ -1,0 +1,221 @@
+"""train (task: asr): an ASR model (``seqpipe.models.asr``) on the features artifact, with the
+shared :class:`seqpipe.trainer.Trainer` (checkpoints, resume, early stopping, averaging).
+
+Batches hold at most ``train.max_tokens`` real feature frames + target tokens (speed-perturbed
+copies are separate training rows); global CMVN is applied when a batch is made and, with
+``train.spec_augment``, SpecAugment masks (2 frequency bands of up to 27/80 of the bins,
+2 time spans of up to 5 % of the utterance) drawn from the checkpointed torch RNG.
+Loss per batch, summed (the trainer divides by ``n_targets``):
+
+- ``ctc``: CTC loss, normalised by target tokens,
+- ``attention``: label-smoothed cross-entropy (``train.label_smoothing``), by target tokens + EOS,
+- ``ctc_attention``: ``(1 - train.ctc_weight) * attention + train.ctc_weight * ctc``.
+
+Utterances too short for the front end, or (CTC) with fewer encoder frames than the target
+needs, are left out of training (counted in ``train.json``). Validation: greedy WER (%) on
+the valid split — CTC best path for ``ctc``, attention greedy otherwise — and the loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.batching import train_batches
+from ..data.tokenizer import BOS_ID, EOS_ID, IdArray, load_target_tokenizer
+from ..errors import InputError
+from ..pipeline import StageContext
+from ..recipe import Recipe
+from .train import pad_batch
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from ..asr_inference import feature_normalizer
+    from ..features import FeatureStore
+    from ..models.asr import build_asr_model, model_spec, model_summary
+    from ..models.seq2seq import count_parameters
+    from ..trainer import Trainer
+
+    recipe = ctx.recipe
+    if recipe.train.valid_metric == "bleu":
+        raise InputError("train.valid_metric: bleu is for MT; use wer or loss for ASR")
+    torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed % 2**32)
+    feat_dir = ctx.inputs["features"].path
+    tok = load_target_tokenizer(feat_dir)
+    train_store = FeatureStore(feat_dir / "feats" / "train")
+    spec = model_spec(recipe.model.model_dump(), train_store.num_mel_bins, tok.tgt_vocab_size)
+    try:
+        model = build_asr_model(spec)
+    except ValueError as e:
+        raise InputError(f"model: {e}") from None
+    spec["parameters"] = count_parameters(model)
+    (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    ctx.log.info("train    %s parameters, %s", f"{spec['parameters']:,}", model_summary(spec))
+    task = ASRTask(recipe, ctx, model, tok, feature_normalizer(feat_dir))
+    trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, recipe.seed)
+    trainer.train()
+    info = trainer.finalize()
+    info["parameters"] = spec["parameters"]
+    info["device"] = str(trainer.device)
+    info["dropped_utterances"] = task.dropped
+    (ctx.out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    ctx.log.info(
+        "train    %d steps, %.0f s, %.0f frames/s, best valid %s %s at step %d",
+        info["steps"], info["train_seconds"], info["tokens_per_second"],
+        recipe.train.valid_metric, "-" if info["best"] is None else f"{info['best']:.2f}",
+        info["best_step"],
+    )
+    return {"train": info}
+
+
+@dataclass
+class ASRBatch:
+    feats: torch.Tensor  # batch x frames x bins (CMVN applied, maybe SpecAugment-ed)
+    lengths: torch.Tensor  # batch
+    targets: torch.Tensor  # batch x tgt_len (PAD-padded, no BOS/EOS) for CTC
+    target_lengths: torch.Tensor  # batch
+    tgt_in: torch.Tensor  # batch x tgt_len+1: BOS + target
+    tgt_out: torch.Tensor  # batch x tgt_len+1: target + EOS
+    real_tokens: int  # feature frames (for the speed log)
+    n_targets: int
+
+
+class ASRTask:
+    """Training rows (utterance x speed) of the features artifact, and validation."""
+
+    def __init__(self, recipe: Recipe, ctx: StageContext, model: torch.nn.Module, tok: Any,
+                 normalize: Callable[[np.ndarray], np.ndarray]):
+        from ..features import FeatureStore, SpecAugment
+
+        self.recipe, self.cfg, self.model, self.tok = recipe, recipe.train, model, tok
+        self.normalize = normalize
+        self.arch = recipe.model.arch
+        d = ctx.inputs["features"].path
+        self.store = FeatureStore(d / "feats" / "train")
+        tgt = IdArray(d, "train.tgt")
+        n_utts, rows = len(tgt), len(self.store)
+        if n_utts == 0 or rows % n_utts:
+            raise InputError(f"{d}: {rows} feature rows for {n_utts} training transcripts")
+        per = rows // n_utts  # speeds per utterance, in store order: utt0 x speeds, utt1 x ...
+        self.tgt = [tgt[i // per] for i in range(rows)]
+        frames = self.store.lengths
+        tgt_len = np.array([len(t) for t in self.tgt], dtype=np.int64)
+        ok = (frames >= model.min_frames) & (tgt_len > 0)
+        if self.arch != "attention":  # CTC needs a frame per token, one more per repeat
+            repeats = np.array([int((t[1:] == t[:-1]).sum()) for t in self.tgt], dtype=np.int64)
+            ok &= model.encoder_lengths(frames) >= tgt_len + repeats
+        self.rows = np.nonzero(ok)[0]
+        self.dropped = int(rows - len(self.rows))
+        if not len(self.rows):
+            raise InputError("train: no training utterance is long enough for its transcript")
+        if self.dropped:
+            ctx.log.warning("train    %d of %d training rows are too short for their "
+                            "transcripts and are left out", self.dropped, rows)
+        self.frames = frames[self.rows]
+        self.tgt_len = tgt_len[self.rows] + 1
+        bins = self.store.num_mel_bins
+        self.spec_augment = (
+            SpecAugment(freq_masks=2, freq_width=max(1, round(27 * bins / 80)), time_masks=2,
+                        time_width=0.05)
+            if self.cfg.spec_augment else None
+        )
+        # validation data
+        self.valid_store = FeatureStore(d / "feats" / "valid")
+        vtgt = IdArray(d, "valid.tgt")
+        n = len(vtgt)
+        if self.cfg.valid_max_sentences is not None:
+            n = min(n, self.cfg.valid_max_sentences)
+        self.valid_tgt = [vtgt[i] for i in range(n)]
+        self.valid_refs = tok.decode_tgt([t.tolist() for t in self.valid_tgt])
+
+    def num_batches_hint(self) -> int:
+        return max(1, int((self.frames.sum() + self.tgt_len.sum()) // self.cfg.max_tokens))
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return train_batches(
+            self.frames, self.tgt_len, max_tokens=self.cfg.max_tokens,
+            max_sentences=self.cfg.max_sentences, seed=self.recipe.seed, epoch=epoch,
+        )
+
+    def _feats(self, store: Any, i: int) -> np.ndarray:
+        return self.normalize(store[i])
+
+    def make_batch(self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device,
+                   augment: bool) -> ASRBatch:
+        from ..models.asr import pad_features
+
+        x, x_len = pad_features(feats, self.model.min_frames)
+        if augment and self.spec_augment is not None:
+            x = self.spec_augment.train()(x, x_len)
+        targets, target_lengths = pad_batch(tgts)
+        tgt_in, _ = pad_batch(tgts, prefix=BOS_ID)
+        tgt_out, _ = pad_batch(tgts, suffix=EOS_ID)
+        n_t = int(target_lengths.sum()) + (0 if self.arch == "ctc" else len(tgts))
+        return ASRBatch(
+            x.to(device, non_blocking=True), x_len, targets.to(device), target_lengths,
+            tgt_in.to(device), tgt_out.to(device), int(x_len.sum()), n_t,
+        )
+
+    def collate(self, idx: np.ndarray, device: torch.device) -> ASRBatch:
+        rows = self.rows[idx]
+        return self.make_batch([self._feats(self.store, int(r)) for r in rows],
+                               [self.tgt[int(r)] for r in rows], device, augment=True)
+
+    def loss(self, model: torch.nn.Module, batch: ASRBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return asr_loss(model, batch, self.arch, self.cfg.ctc_weight, self.cfg.label_smoothing)
+
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Greedy WER/CER (%) and the loss per target token on the valid split."""
+        from ..asr_inference import transcribe
+        from ..asr_scoring import score_asr
+
+        n = len(self.valid_tgt)
+        lengths = self.valid_store.lengths[:n]
+        search = "ctc_greedy" if self.arch == "ctc" else "greedy"
+        dec = self.recipe.decode
+        nbest, _ = transcribe(
+            model, lengths, lambda i: self._feats(self.valid_store, i), search=search,
+            max_len_a=dec.max_len_a, max_len_b=dec.max_len_b, batch_frames=dec.batch_tokens,
+            device=device,
+        )
+        hyps = self.tok.decode_tgt([h[0][0] if h else [] for h in nbest])
+        res = score_asr(self.valid_refs, hyps, normalization=self.recipe.score.asr_normalization)
+        # teacher-forced / CTC loss over the utterances that can be trained on
+        loss_sum, n_tok = 0.0, 0
+        ok = [i for i in range(n) if lengths[i] >= model.min_frames and len(self.valid_tgt[i])]
+        for start in range(0, len(ok), 32):
+            chunk = ok[start : start + 32]
+            batch = self.make_batch([self._feats(self.valid_store, i) for i in chunk],
+                                    [self.valid_tgt[i] for i in chunk], device, augment=False)
+            loss, _ = asr_loss(model, batch, self.arch, self.cfg.ctc_weight, 0.0)
+            loss_sum += float(loss)
+            n_tok += batch.n_targets
+        return {"wer": 100 * res["wer"], "cer": 100 * res["cer"], "loss": loss_sum / max(1, n_tok)}
+
+
+def asr_loss(model: torch.nn.Module, batch: ASRBatch, arch: str, ctc_weight: float,
+             label_smoothing: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Summed loss of a batch (see the module docstring) and its parts."""
+    from ..models.ctc import ctc_loss
+    from ..models.seq2seq import label_smoothed_nll
+
+    out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
+    stats: dict[str, float] = {}
+    total = None
+    if out.att_logits is not None:
+        att, nll, _ = label_smoothed_nll(out.att_logits, batch.tgt_out, label_smoothing)
+        stats["att_nll"] = float(nll)
+        total = att if arch == "attention" else (1.0 - ctc_weight) * att
+    if out.ctc_log_probs is not None:
+        ctc = ctc_loss(out.ctc_log_probs, out.enc.lengths, batch.targets.to(out.ctc_log_probs.device),
+                       batch.target_lengths)
+        stats["ctc"] = float(ctc.detach())
+        total = ctc if arch == "ctc" else total + ctc_weight * ctc
+    assert total is not None
+    return total, stats

@@ -1,0 +1,223 @@
+"""The ASR pipeline end to end on real audio from the mirror: yesno to a low WER through the CLI,
+connected FSDD digits with each architecture, bad audio in a TSV corpus, batched decoding."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqpipe.pipeline import Pipeline
+from seqpipe.recipe import load_recipe
+
+from .conftest import MIRROR, REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+YESNO = REPO / "recipes" / "asr_yesno.yaml"
+SMALL = REPO / "recipes" / "asr_small.yaml"
+
+# connected digits, tiny: 24 train utterances, a small model, two updates
+TINY_FSDD = [
+    "data.utterances={train: 24, valid: 6, test: 6}",
+    "features.speed_perturb=[1.0]",
+    "model.hidden_size=32",
+    "model.emb_size=32",
+    "model.conv_channels=8",
+    "model.enc_layers=1",
+    "train.max_steps=2",
+    "train.valid_every=2",
+    "train.max_tokens=8000",
+    "train.average_last=0",
+    "decode.checkpoint=best",
+    "decode.beam_size=2",
+    "decode.max_len_a=0.3",
+]
+
+
+def _scores(ws: Path, name: str) -> dict:
+    return json.loads((ws / "exp" / name / "scores.json").read_text())
+
+
+def test_yesno_end_to_end_through_the_cli(tmp_path: Path):
+    proc = run_cli("run", str(YESNO), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "ran prepare, features, train, decode, score" in proc.stderr
+    scores = _scores(tmp_path, "asr_yesno")
+    test = scores["splits"]["test"]
+    assert scores["task"] == "asr" and test["sentences"] == 30
+    assert test["wer"]["normalization"] == "lower,strip_punct,collapse_space"
+    assert test["wer"]["ref_words"] == 240
+    assert test["wer"]["score"] <= 5.0, proc.stdout  # the recipe reaches 0.83 %
+    assert f"WER {test['wer']['score']:.2f}" in proc.stdout
+    exp = tmp_path / "exp" / "asr_yesno"
+    # prepare: Kaldi split, valid held out of train (never the test half)
+    prep = (exp / "prepare").resolve()
+    ids = {s: [ln.split("\t")[0] for ln in (prep / f"{s}.tsv").read_text().splitlines()[1:]]
+           for s in ("train", "valid", "test")}
+    assert (len(ids["train"]), len(ids["valid"]), len(ids["test"])) == (24, 6, 30)
+    assert not set(ids["valid"]) & set(ids["test"]) and not set(ids["valid"]) & set(ids["train"])
+    assert json.loads((prep / "stats.json").read_text())["skipped"] == 0
+    # decode/score artifacts
+    dec = (exp / "decode").resolve()
+    assert (dec / "test.ids").read_text().split() == ids["test"]
+    assert 0 < json.loads((dec / "decode.json").read_text())["splits"]["test"]["rtf"] < 1
+    report = (exp / "score" / "test.errors.txt").read_text()
+    assert report.startswith("%WER") and all(i in report for i in ids["test"])
+    # a second run is fully cached
+    again = run_cli("run", str(YESNO), cwd=tmp_path, check=True)
+    assert "5 stage(s) up to date" in again.stderr
+
+
+@pytest.fixture(scope="module")
+def fsdd_ws(tmp_path_factory) -> Path:
+    """One workspace for the tiny connected-digit runs (prepare/features are shared)."""
+    return tmp_path_factory.mktemp("fsdd")
+
+
+@pytest.mark.parametrize(
+    "arch,extra",
+    [
+        ("ctc", ["decode.search=ctc_beam"]),
+        ("attention", ["model.subsampling=pyramid", "model.enc_layers=2", "model.attention=bahdanau"]),
+        ("ctc_attention", []),  # decode.search: auto -> joint
+    ],
+)
+def test_fsdd_connected_each_arch_runs_and_scores(fsdd_ws: Path, arch: str, extra: list[str]):
+    args = [*TINY_FSDD, f"model.arch={arch}", *extra]
+    proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    test = _scores(fsdd_ws, "asr_small")["splits"]["test"]
+    assert test["sentences"] == 6 and test["wer"]["score"] >= 0 and test["cer"]["score"] >= 0
+    pipe = Pipeline(load_recipe(SMALL, args), fsdd_ws)
+    train = pipe.store.get("train", pipe.keys()["train"])
+    spec = json.loads((train.path / "model.json").read_text())
+    assert spec["arch"] == arch and spec["task"] == "asr"
+    decode = pipe.store.get("decode", pipe.keys()["decode"]).manifest()["decode"]
+    assert decode["search"] == {"ctc": "ctc_beam", "attention": "beam", "ctc_attention": "joint"}[arch]
+    prep = pipe.store.get("prepare", pipe.keys()["prepare"]).path
+    # held-out speakers; built audio lives in the artifact and the manifest points into it
+    speakers = {s: {ln.split("\t")[4] for ln in (prep / f"{s}.tsv").read_text().splitlines()[1:]}
+                for s in ("train", "valid", "test")}
+    assert speakers["test"] == {"theo"} and speakers["valid"] == {"jackson"}
+    assert not speakers["train"] & {"theo", "jackson"}
+    first = (prep / "test.tsv").read_text().splitlines()[1].split("\t")
+    assert not Path(first[1]).is_absolute() and (prep / first[1]).is_file()
+
+
+def test_decode_search_must_fit_the_arch(fsdd_ws: Path):
+    proc = run_cli("run", str(SMALL), *TINY_FSDD, "model.arch=ctc", "decode.search=joint", cwd=fsdd_ws)
+    assert proc.returncode == 2
+    assert "decode.search: joint needs model.arch ctc_attention" in proc.stderr
+
+
+def _fsdd_wavs(dest: Path, n: int) -> list[Path]:
+    """The first ``n`` FSDD recordings, read straight from the mirror's archive."""
+    out = []
+    with tarfile.open(MIRROR / "fsdd" / "fsdd_recordings_train_5spk.tar.gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".wav"):
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                path = dest / Path(member.name).name
+                path.write_bytes(data)
+                out.append(path)
+                if len(out) == n:
+                    break
+    return out
+
+
+def _tsv_recipe(ws: Path, on_error: str) -> Path:
+    audio = ws / "audio"
+    audio.mkdir(exist_ok=True)
+    wavs = _fsdd_wavs(audio, 8)
+    (audio / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(64))
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    lines = ["path\ttranscript"] + [f"audio/{w.name}\t{words[int(w.name[0])]}" for w in wavs]
+    lines.insert(4, "audio/broken.wav\tseven")
+    (ws / "corpus.tsv").write_text("\n".join(lines) + "\n")
+    recipe = ws / f"tsv_{on_error}.yaml"
+    recipe.write_text(
+        f"task: asr\ndata:\n  dataset: tsv\n  path: corpus.tsv\n  on_error: {on_error}\n"
+        "  sample_rate: 8000\n  valid_fraction: 0.2\n  test_fraction: 0.2\n"
+    )
+    return recipe
+
+
+def test_corrupt_wav_in_tsv_stops_or_is_skipped(tmp_path: Path):
+    stop = run_cli("run", str(_tsv_recipe(tmp_path, "stop")), "--to", "prepare", cwd=tmp_path)
+    assert stop.returncode == 2
+    err = stop.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "broken.wav" in err and "Traceback" not in stop.stderr
+    skip = run_cli("run", str(_tsv_recipe(tmp_path, "skip")), "--to", "features", cwd=tmp_path)
+    assert skip.returncode == 0, skip.stderr
+    prep = (tmp_path / "exp" / "tsv_skip" / "prepare").resolve()
+    stats = json.loads((prep / "stats.json").read_text())
+    assert stats["skipped"] == 1 and "broken.wav" in " ".join(stats["splits"]["train"]["skipped_files"])
+    counts = {s: v["utterances"] for s, v in stats["splits"].items()}
+    assert sum(counts.values()) == 8 and min(counts.values()) >= 1
+    assert "broken" not in "".join((prep / f"{s}.tsv").read_text() for s in counts)
+
+
+def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
+    """Every search gives the same output whatever else is in the batch (and in input order)."""
+    import torch
+
+    from seqpipe.asr_inference import feature_loader, feature_normalizer, transcribe
+    from seqpipe.features import FeatureStore
+    from seqpipe.models.asr import build_asr_model, model_spec
+
+    args = [*TINY_FSDD, "model.arch=ctc_attention"]
+    recipe = load_recipe(SMALL, args)
+    pipe = Pipeline(recipe, fsdd_ws)
+    pipe.run(stop="features")
+    feat_dir = pipe.store.get("features", pipe.keys()["features"]).path
+    store = FeatureStore(feat_dir / "feats" / "valid")
+    load = feature_loader(store, feature_normalizer(feat_dir))
+    torch.manual_seed(0)
+    model = build_asr_model(model_spec(recipe.model.model_dump(), store.num_mel_bins, 20)).eval()
+    for p in model.parameters():  # sharper than the init: fewer near-ties, a real test
+        p.data.mul_(3.0)
+    kw = dict(beam_size=3, max_len_a=0.5, max_len_b=2)
+    for search in ("ctc_greedy", "ctc_beam", "greedy", "beam", "joint"):
+        together, _ = transcribe(model, store.lengths, load, search=search, batch_frames=10**6, **kw)
+        alone, _ = transcribe(model, store.lengths, load, search=search, batch_frames=1, **kw)
+        assert [h[0][0] for h in together] == [h[0][0] for h in alone], search
+        if search in ("beam", "joint"):
+            np.testing.assert_allclose([h[0][1] for h in together], [h[0][1] for h in alone],
+                                       rtol=1e-4, atol=1e-4)
+
+
+def test_char_tokenizer_and_encoder_lengths():
+    import torch
+
+    from seqpipe.data.tokenizer import CharTokenizer
+    from seqpipe.models.asr import build_asr_model, model_spec
+    from seqpipe.recipe import ModelConfig
+
+    tok = CharTokenizer.build(["NO YES", "yes  no"])
+    assert tok.tokens[:4] == ["<pad>", "<unk>", "<s>", "</s>"] and "▁" in tok.tokens
+    ids = tok.encode_tgt(["YES no", "NOx"])
+    assert tok.decode_tgt(ids) == ["YES no", "NO⁇"]
+    for sub, layers in (("conv2d", 1), ("conv2d8", 1), ("pyramid", 3), ("none", 1)):
+        cfg = ModelConfig(arch="ctc", subsampling=sub, enc_layers=layers, hidden_size=16,
+                          emb_size=16, conv_channels=4).model_dump()
+        model = build_asr_model(model_spec(cfg, 20, tok.tgt_vocab_size)).eval()
+        lengths = torch.tensor([7, 8, 31, 100])
+        enc = model.encode(torch.randn(4, 100, 20), lengths)
+        assert enc.lengths.tolist() == model.encoder_lengths(lengths.numpy()).tolist(), sub
+        assert enc.outputs.size(1) == int(enc.lengths.max())
+
+
+def test_prepare_keeps_extracted_archives_out_of_the_repo(tmp_path: Path):
+    proc = run_cli("run", str(YESNO), "--to", "prepare", "data.valid_fraction=0.1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    extracted = list((tmp_path / "cache" / "extract").iterdir())
+    assert len(extracted) == 1 and (extracted[0] / "waves_yesno").is_dir()
+    prep = (tmp_path / "exp" / "asr_yesno" / "prepare").resolve()
+    assert len((prep / "valid.tsv").read_text().splitlines()) == 1 + 3
+    path = Path((prep / "test.tsv").read_text().splitlines()[1].split("\t")[1])
+    assert path.is_absolute() and path.is_relative_to(tmp_path / "cache" / "extract")
+    assert not (REPO / "waves_yesno").exists()
