@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/seqpipe run recipes/mt_small.yaml
 
 test: install
-	$(BIN)/python -m pytest -q -x --durations=15 tests
+	$(BIN)/python -m pytest -q -x -rs --durations=15 tests
 
 lint: install
 	$(BIN)/ruff check seqpipe tests
