@@ -20,7 +20,7 @@ install: $(DEPS_STAMP)
 	@$(BIN)/python -c "import seqpipe, pathlib, sys; sys.exit(pathlib.Path(seqpipe.__file__).resolve().parent != pathlib.Path('seqpipe').resolve())" 2>/dev/null \
 	  || $(BIN)/pip install -q --no-deps --no-build-isolation -e .
 
-$(DEPS_STAMP): pyproject.toml constraints.txt
+$(DEPS_STAMP):  # the hash in its name tracks pyproject.toml + constraints.txt (not mtimes: every clone is newer)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	@# torch==2.9.1 / torchaudio==2.9.1 are pinned in constraints.txt (see ../shared/GUIDE.md §5)
