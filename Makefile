@@ -17,7 +17,7 @@ THREADS ?= 2
 
 install: $(DEPS_STAMP)
 	@# (Re)point the editable install at this checkout; cheap, no dependency resolution.
-	@$(BIN)/python -c "import seqpipe, pathlib, sys; sys.exit(pathlib.Path(seqpipe.__file__).resolve().parent != pathlib.Path('seqpipe').resolve())" 2>/dev/null \
+	@$(BIN)/python -P -c "import seqpipe, pathlib, sys; sys.exit(pathlib.Path(seqpipe.__file__).resolve().parent != pathlib.Path('$(CURDIR)/seqpipe').resolve())" 2>/dev/null \
 	  || $(BIN)/pip install -q --no-deps --no-build-isolation -e .
 
 $(DEPS_STAMP):  # the hash in its name tracks pyproject.toml + constraints.txt (not mtimes: every clone is newer)
