@@ -309,6 +309,25 @@ def _is_model(t: Any) -> bool:
     return isinstance(t, type) and issubclass(t, BaseModel)
 
 
+# names users bring from Joey NMT / fairseq / ESPnet -> ours (for did-you-mean)
+ALIASES = {
+    "learning_rate": "lr", "batch_size": "max_tokens", "beam": "beam_size",
+    "epochs": "max_epochs", "clip_norm": "clip_grad_norm", "rnn_type": "cell",
+    "embedding_dim": "emb_size", "num_layers": "enc_layers", "hidden": "hidden_size",
+}
+
+
+def did_you_mean(name: str, known: list[str]) -> str | None:
+    """The closest known key to ``name``, trying common names from other toolkits too."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if close:
+        return close[0]
+    alias = difflib.get_close_matches(name, list(ALIASES), n=1, cutoff=0.75)
+    if alias and ALIASES[alias[0]] in known:
+        return ALIASES[alias[0]]
+    return None
+
+
 def _format_errors(err: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:
     msgs = []
     for e in err.errors():
@@ -323,8 +342,8 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple[str, ...
         where = f"{source}:{line}" if line else source
         if e["type"] == "extra_forbidden":
             known = _fields_of(Recipe, tuple(e["loc"][:-1]))
-            close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
+            close = did_you_mean(loc[-1], known)
+            hint = f"; did you mean {close}?" if close else f"; known keys: {', '.join(known)}"
             msgs.append(f"{where}: {key}: unknown key{hint}")
         elif e["type"] == "missing":
             msgs.append(f"{where}: {key}: required key is missing")
@@ -363,8 +382,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 hint = f"; did you mean {close[0]}?" if close else ""
                 raise InputError(f"override {text!r}: {'.'.join(parts[:-1])}: unknown key{hint}")
         elif parts[-1] not in known:
-            close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            close = did_you_mean(parts[-1], known)
+            hint = f"; did you mean {close}?" if close else ""
             raise InputError(f"override {text!r}: {'.'.join(parts)}: unknown key{hint}")
         node = raw
         for p in parts[:-1]:

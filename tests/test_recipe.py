@@ -32,7 +32,7 @@ def test_unknown_key_did_you_mean(tmp_path: Path):
     with pytest.raises(InputError) as e:
         load_recipe(p)
     msg = str(e.value)
-    assert "train.lerning_rate: unknown key" in msg
+    assert "train.lerning_rate: unknown key; did you mean lr?" in msg
     assert f"{p}:2" in msg  # file and line
 
 
