@@ -198,10 +198,8 @@ def safe_extract_tar(archive: str | Path, dest: str | Path) -> Path:
             members = tar.getmembers()
             for member in members:
                 _check_tar_member(member, dest_resolved, archive)
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12
-                tar.extractall(dest_resolved, members=members, filter="data")
-            else:  # pragma: no cover - older Pythons: the explicit checks above only
-                tar.extractall(dest_resolved, members=members)
+            # the explicit checks above, and tarfile's own "data" filter (Python >= 3.10.12)
+            tar.extractall(dest_resolved, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
         raise InputError(f"{archive}: cannot extract ({type(e).__name__}: {e})") from e
     return dest
