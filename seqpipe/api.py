@@ -300,6 +300,7 @@ class Model:
         self.recipe_text = source.recipe_text
         self.features: dict[str, Any] = {}
         self.cmvn: tuple[Any, Any] | None = None
+        self.utterance_cmn = False  # ASR: subtract each utterance's mean after CMVN
         if source.bundle is not None:
             self._load_bundle(source.bundle)
         else:
@@ -316,9 +317,8 @@ class Model:
             self.model, self.spec = load_mt_model(train_dir, self.checkpoint, self.device)
             self.tokenizer = Tokenizer(tok_dir)
         else:
-            from .asr_inference import load_asr_model
+            from .asr_inference import load_asr_model, read_normalization
             from .data.tokenizer import load_target_tokenizer
-            from .features import load_cmvn
 
             self.model, self.spec = load_asr_model(train_dir, self.checkpoint, self.device)
             self.tokenizer = load_target_tokenizer(tok_dir)
@@ -327,8 +327,7 @@ class Model:
                 "num_mel_bins": int(stats["num_mel_bins"]),
                 "sample_rate": int(stats["sample_rate"]),
             }
-            if (tok_dir / "cmvn.json").is_file():
-                self.cmvn = load_cmvn(tok_dir / "cmvn.json")
+            self.cmvn, self.utterance_cmn = read_normalization(tok_dir)
 
     def _load_bundle(self, b: dict[str, Any]) -> None:
         import numpy as np
@@ -373,6 +372,7 @@ class Model:
                     feats["cmvn_mean"].numpy().astype(np.float32),
                     feats["cmvn_std"].numpy().astype(np.float32),
                 )
+            self.utterance_cmn = bool(feats.get("utterance_cmn", False))
         model.load_state_dict(b["state_dict"])
         self.model = model.to(self.device).eval()
 
@@ -509,18 +509,17 @@ class Model:
     def _transcribe_chunk(self, paths: list[str], s: DecodeSettings) -> list[list[Hypothesis]]:
         import numpy as np
 
-        from .asr_inference import transcribe
+        from .asr_inference import make_normalizer, transcribe
         from .features import fbank, load_wave
 
         sr, bins = self.features["sample_rate"], self.features["num_mel_bins"]
+        normalize = make_normalizer(self.cmvn, self.utterance_cmn)
         keep = [i for i, p in enumerate(paths) if p.strip()]
         feats = []
         for i in keep:
             f = fbank(load_wave(paths[i].strip(), sr), sr, bins).numpy()
             f = f.astype(np.float16).astype(np.float32)  # as stored by the features stage
-            if self.cmvn is not None:
-                f = ((f - self.cmvn[0]) / self.cmvn[1]).astype(np.float32, copy=False)
-            feats.append(f)
+            feats.append(normalize(f))
         if not feats:
             return [[Hypothesis("", 0.0)] for _ in paths]
         nb, _ = transcribe(

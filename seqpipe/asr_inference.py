@@ -141,25 +141,37 @@ def transcribe(
     return out, time.perf_counter() - t0
 
 
-def feature_normalizer(feat_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """How the features artifact says to normalise its features (``norm.json``): global CMVN
-    with the training statistics, then, optionally, each utterance's own mean subtracted."""
+def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, bool]:
+    """What a features artifact says about normalisation: (global CMVN mean/std or ``None``,
+    subtract each utterance's own mean?) from its ``cmvn.json`` and ``norm.json``."""
     from .features import load_cmvn
 
     feat_dir = Path(feat_dir)
     norm = json.loads((feat_dir / "norm.json").read_text()) if (feat_dir / "norm.json").is_file() else {}
     cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
-    utt_cmn = bool(norm.get("utterance_cmn", False))
+    return cmvn, bool(norm.get("utterance_cmn", False))
+
+
+def make_normalizer(
+    cmvn: tuple[np.ndarray, np.ndarray] | None, utterance_cmn: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``frames x bins -> float32``: global CMVN, then (optionally) the utterance's own mean
+    subtracted. The one normalisation used by training, the decode stage and the API."""
 
     def normalize(f: np.ndarray) -> np.ndarray:
         f = f.astype(np.float32, copy=False)
         if cmvn is not None:
-            f = (f - cmvn[0]) / cmvn[1]
-        if utt_cmn and len(f):
+            f = ((f - cmvn[0]) / cmvn[1]).astype(np.float32, copy=False)
+        if utterance_cmn and len(f):
             f = f - f.mean(axis=0, keepdims=True)
         return f
 
     return normalize
+
+
+def feature_normalizer(feat_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The normaliser of a features artifact (see :func:`read_normalization`)."""
+    return make_normalizer(*read_normalization(feat_dir))
 
 
 def feature_loader(store: Any, normalize: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], np.ndarray]:

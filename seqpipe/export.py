@@ -10,7 +10,8 @@ str/int/float/bytes, so ``torch.load(path, weights_only=True)`` reads it::
      "checkpoint": "best" | "last" | "averaged",
      "tokenizer": {"type": "spm", "files": {"spm.model": uint8 tensor}}   # or src/tgt.model
                 | {"type": "char", "chars_json": <chars.json text>},
-     "features": {"num_mel_bins", "sample_rate", "cmvn_mean", "cmvn_std"},  # ASR only
+     "features": {"num_mel_bins", "sample_rate", "cmvn_mean", "cmvn_std",  # ASR only
+                  "utterance_cmn"},
      "decode": {...},                           # the recipe's decode: section (defaults)
      "recipe": <the resolved recipe YAML> | None,
      "train": {...},                            # the train artifact's summary (steps, time)
@@ -102,17 +103,19 @@ def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, A
     if src.task == "asr":
         import json
 
-        from .features import load_cmvn
+        from .asr_inference import read_normalization
 
         stats = json.loads((tok_dir / "stats.json").read_text("utf-8"))
+        cmvn, utterance_cmn = read_normalization(tok_dir)
         feats: dict[str, Any] = {
             "num_mel_bins": int(stats["num_mel_bins"]),
             "sample_rate": int(stats["sample_rate"]),
             "cmvn_mean": None,
             "cmvn_std": None,
+            "utterance_cmn": utterance_cmn,
         }
-        if (tok_dir / "cmvn.json").is_file():
-            mean, std = load_cmvn(tok_dir / "cmvn.json")
+        if cmvn is not None:
+            mean, std = cmvn
             feats["cmvn_mean"] = torch.from_numpy(np.asarray(mean, dtype=np.float32))
             feats["cmvn_std"] = torch.from_numpy(np.asarray(std, dtype=np.float32))
         bundle["features"] = feats
