@@ -12,6 +12,7 @@ DEPS_STAMP := $(VENV)/.seqpipe-deps-$(DEPS_HASH)
 SEQPIPE_MIRROR ?= $(abspath ../shared/data)
 export SEQPIPE_MIRROR
 THREADS ?= 2
+BENCH_ARGS ?=
 
 .PHONY: install demo test lint format bench clean
 
@@ -43,7 +44,7 @@ format: install
 	$(BIN)/ruff check --fix seqpipe tests
 
 bench: install
-	$(BIN)/python bench/run_bench.py --threads $(THREADS)
+	$(BIN)/python bench/run_bench.py --threads $(THREADS) $(BENCH_ARGS)  # e.g. BENCH_ARGS='--joey --parts mt'
 
 clean:
 	rm -rf cache exp .pytest_cache

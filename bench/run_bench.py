@@ -12,10 +12,16 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
   (EOS counted, padding not), peak RSS.
 * ``decode_beam5`` / ``decode_greedy``: the decode stage on test_2016_flickr (1,000 sentences)
   with the fast model: sentences/s of the decoding loop, peak RSS.
+* ``asr_*`` (``--parts`` with ``asr``): recipes/asr_small.yaml (FSDD connected digits, joint
+  CTC/attention): the features stage (× real time: audio seconds, every speed-perturbed copy
+  included, per wall second, with ``features.workers`` processes), training for
+  ``--asr-minutes`` (real feature frames/s), and decoding the test speaker with CTC greedy,
+  CTC prefix beam (5) and joint CTC/attention beam (5): real-time factor and WER of each.
 * ``joeynmt``: with ``--joey``, Joey NMT 2.3 through ../shared/bench/joeynmt/bench.sh in its own
   venv, same data/size; otherwise its published figures are shown with ``measured: false``.
 
-Usage: python bench/run_bench.py [--threads 2] [--steps 60] [--joey] [--joey-budget 300]
+Usage: python bench/run_bench.py [--threads 2] [--steps 60] [--parts mt,asr] [--asr-minutes 3]
+                                 [--joey] [--joey-budget 300]
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
+sys.path.insert(0, str(REPO))  # this checkout's seqpipe, whatever the venv points at
 RECIPE = REPO / "recipes" / "mt_small.yaml"
+ASR_RECIPE = REPO / "recipes" / "asr_small.yaml"
 JOEY_PUBLISHED = {  # ../shared/bench/joeynmt/README.md, 600 s run, 2 threads, de→en
     "train_tok_per_s": 2764, "beam5_sent_per_s": 41.3, "greedy_sent_per_s": 106.7,
     "source": "../shared/bench/joeynmt/README.md (not measured in this run)",
@@ -94,6 +102,8 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=REPO / "bench_out")
     ap.add_argument("--joey", action="store_true", help="also run Joey NMT (needs its venv)")
     ap.add_argument("--joey-budget", type=int, default=300, help="Joey training seconds")
+    ap.add_argument("--parts", default="mt,asr", help="comma-separated: mt, asr")
+    ap.add_argument("--asr-minutes", type=float, default=3.0, help="ASR training minutes")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     a = ap.parse_args()
 
@@ -107,6 +117,21 @@ def main() -> None:
               "train.valid_max_sentences=100"]
     res: dict[str, object] = {"threads": t, "steps": a.steps, "max_tokens": a.max_tokens,
                               "load_at_start": round(other_load(), 2)}
+    parts = {p.strip() for p in a.parts.split(",") if p.strip()}
+    if "mt" in parts:
+        bench_mt(a, common, ws, env, res)
+    if "asr" in parts:
+        bench_asr(a, ws, env, res)
+    res["load_at_end"] = round(other_load(), 2)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
+
+
+def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, str],
+             res: dict[str, object]) -> None:
+    t = a.threads
 
     # data once (cached); not timed
     rc, _, _ = measured_run(["run", str(RECIPE), *common, "--to", "tokenize", "-w", str(ws)], env)
@@ -180,11 +205,53 @@ def main() -> None:
         if joey.get(theirs):
             ratios[f"{ours}_vs_joey"] = round(res[ours]["sent_per_s"] / float(joey[theirs]), 2)  # type: ignore[index]
     res["ratios"] = ratios
-    res["load_at_end"] = round(other_load(), 2)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
+
+
+def bench_asr(a: argparse.Namespace, ws: Path, env: dict[str, str], res: dict[str, object]) -> None:
+    from seqpipe.pipeline import Pipeline
+    from seqpipe.recipe import load_recipe
+
+    t = a.threads
+    base = [f"train.threads={t}", f"decode.threads={t}", f"train.max_minutes={a.asr_minutes}",
+            "train.progress=false", "model.arch=ctc_attention"]
+    rc, _, _ = measured_run(["run", str(ASR_RECIPE), *base, "--to", "prepare", "-w", str(ws)], env)
+    assert rc == 0, "asr prepare failed"
+    pipe = Pipeline(load_recipe(ASR_RECIPE, base), ws)
+    rc, wall, rss = measured_run(
+        ["run", str(ASR_RECIPE), *base, "--to", "features", "--force", "features", "-w", str(ws)], env)
+    assert rc == 0, "asr features failed"
+    stats = json.loads((ws / "cache" / "features" / pipe.keys()["features"] / "stats.json").read_text())
+    res["asr_features"] = {
+        split: {k: v.get(k) for k in ("rows", "audio_seconds", "seconds", "x_real_time")}
+        for split, v in stats["splits"].items()
+    }
+    res["asr_features"]["workers"] = load_recipe(ASR_RECIPE, base).features.workers  # type: ignore[index]
+    res["asr_features"]["peak_rss_mib"] = rss  # type: ignore[index]
+    print(json.dumps({"asr_features": res["asr_features"]}), file=sys.stderr)
+
+    rc, wall, rss = measured_run(
+        ["run", str(ASR_RECIPE), *base, "--to", "train", "--force", "train", "-w", str(ws)], env)
+    assert rc == 0, "asr train failed"
+    info = json.loads((ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text())
+    res["asr_train"] = {"frames_per_s": info["tokens_per_second"], "steps": info["steps"],
+                        "train_seconds": info["train_seconds"], "peak_rss_mib": rss,
+                        "parameters": info["parameters"], "best_valid_wer": info["best"]}
+    print(json.dumps({"asr_train": res["asr_train"]}), file=sys.stderr)
+
+    for name, search in (("asr_decode_ctc_greedy", "ctc_greedy"), ("asr_decode_ctc_beam5", "ctc_beam"),
+                         ("asr_decode_joint5", "joint")):
+        args = [*base, f"decode.search={search}", "decode.beam_size=5"]
+        p = Pipeline(load_recipe(ASR_RECIPE, args), ws)
+        rc, wall, rss = measured_run(
+            ["run", str(ASR_RECIPE), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env)
+        assert rc == 0, f"{name} failed"
+        dec = json.loads((ws / "cache" / "decode" / p.keys()["decode"] / "decode.json").read_text())
+        sc = json.loads((ws / "cache" / "score" / p.keys()["score"] / "scores.json").read_text())
+        d = dec["splits"]["test"]
+        res[name] = {"rtf": d["rtf"], "seconds": d["seconds"], "audio_seconds": d["audio_seconds"],
+                     "peak_rss_mib": rss, "wer": sc["splits"]["test"]["wer"]["score"],
+                     "note": f"model after {a.asr_minutes:g} min of training"}
+        print(json.dumps({name: res[name]}), file=sys.stderr)
 
 
 if __name__ == "__main__":

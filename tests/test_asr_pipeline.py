@@ -23,6 +23,7 @@ SMALL = REPO / "recipes" / "asr_small.yaml"
 # connected digits, tiny: 24 train utterances, a small model, two updates
 TINY_FSDD = [
     "data.utterances={train: 24, valid: 6, test: 6}",
+    "data.valid_speakers=[jackson]",  # a held-out valid speaker too (the recipe uses takes)
     "features.speed_perturb=[1.0]",
     "model.hidden_size=32",
     "model.emb_size=32",
@@ -65,6 +66,8 @@ def test_yesno_end_to_end_through_the_cli(tmp_path: Path):
     dec = (exp / "decode").resolve()
     assert (dec / "test.ids").read_text().split() == ids["test"]
     assert 0 < json.loads((dec / "decode.json").read_text())["splits"]["test"]["rtf"] < 1
+    feats = json.loads(((exp / "features").resolve() / "stats.json").read_text())["splits"]
+    assert all(v["x_real_time"] > 1 and v["seconds"] > 0 for v in feats.values())
     report = (exp / "score" / "test.errors.txt").read_text()
     assert report.startswith("%WER") and all(i in report for i in ids["test"])
     # a second run is fully cached

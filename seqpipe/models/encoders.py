@@ -143,9 +143,15 @@ class RecurrentEncoder(nn.Module):
             x = self.emb_dropout(self.embedding(x))  # batch x time x emb
         elif self.frontend is not None:
             x, lengths = self.frontend(x, lengths)  # batch x time' x frontend.output_size
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_out, final = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True)  # batch x src x out
+        lengths_cpu = lengths.cpu()
+        if bool((lengths_cpu == x.size(1)).all()):
+            # no padding (length-sorted batches mostly hold one source length): the plain call
+            # computes exactly what packing would, without its sort and gather
+            outputs, final = self.rnn(x)
+        else:
+            packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+            packed_out, final = self.rnn(packed)
+            outputs, _ = pad_packed_sequence(packed_out, batch_first=True)  # batch x src x out
         if isinstance(final, tuple):  # LSTM: (h, c)
             final = final[0]
         # final: (layers * directions) x batch x hidden, last layer last

@@ -16,7 +16,8 @@ Reads the prepare artifact's manifests. Writes:
   :func:`seqpipe.data.tokenizer.load_target_tokenizer`;
 - ``{split}.tgt.ids.npy`` / ``.offsets.npy`` — the encoded transcripts, one row per utterance
   in manifest order (a speed-perturbed copy uses its utterance's row);
-- ``stats.json`` — per split: utterances, feature rows, frames, audio seconds, target tokens.
+- ``stats.json`` — per split: utterances, feature rows, frames, audio seconds, target tokens,
+  extraction seconds and speed (``x_real_time``: audio seconds of every speed copy per second).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from typing import Any
 
 from ..data.tokenizer import CharTokenizer, Tokenizer, save_ids, train_sentencepiece
@@ -56,18 +58,25 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for split in splits:
         utts = manifests[split]
         split_speeds = speeds if split == "train" else [1.0]
+        t0 = time.perf_counter()
         store = compute_features_parallel(
             utts, ctx.out / "feats" / split, num_workers=cfg.workers, sample_rate=sr,
             num_mel_bins=cfg.num_mel_bins, speeds=split_speeds,
             compute_cmvn=cfg.cmvn and split == "train", progress=progress, desc=f"fbank {split}",
         )
+        secs = time.perf_counter() - t0
         empty = int((store.lengths == 0).sum())
+        audio = sum(u.duration for u in utts)
+        processed = audio * sum(1 / s for s in split_speeds)  # a 0.9 copy is longer
         stats["splits"][split] = {
             "utterances": len(utts),
             "rows": len(store),
             "frames": int(store.lengths.sum()),
-            "audio_seconds": round(sum(u.duration for u in utts), 3),
+            "audio_seconds": round(audio, 3),
             "empty": empty,
+            # extraction speed: seconds of audio processed (every speed copy) per wall second
+            "seconds": round(secs, 3),
+            "x_real_time": round(processed / max(secs, 1e-9), 1),
         }
         ctx.log.info(
             "features %-6s %6d utterances%s, %d frames%s", split, len(utts),

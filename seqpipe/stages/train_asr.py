@@ -64,6 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     info["parameters"] = spec["parameters"]
     info["device"] = str(trainer.device)
     info["dropped_utterances"] = task.dropped
+    info["frames_per_second"] = info["tokens_per_second"]  # ASR: real feature frames
     (ctx.out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     ctx.log.info(
         "train    %d steps, %.0f s, %.0f frames/s, best valid %s %s at step %d",
