@@ -239,9 +239,11 @@ def beam_search(
             joint = (1.0 - ctc_weight) * att_lp + ctc_weight * extra.to(score_dtype)
             cand_lp = torch.where(torch.isneginf(att_lp), att_lp, joint)
         else:
-            # the n_cand best of k rows x vocab lie among each row's n_cand best: a per-row
-            # top-k first makes the beam-wide top-k small (k * n_cand instead of k * vocab)
-            width = min(n_cand, log_probs.size(1))
+            # a per-row top-k first makes the beam-wide top-k small. k + 1 per row suffice:
+            # the k best non-EOS continuations of a sentence are each among their row's k + 1
+            # best (a row has one EOS), and an EOS below its row's k + 1 best has k better
+            # candidates, so it is not among the sentence's k best either
+            width = min(k + 1, log_probs.size(1))
             cand_lp, cand_tok = log_probs.topk(width, dim=1)  # n*k x width
 
         total = (scores.view(n * k, 1) + cand_lp).view(n, k * width)
