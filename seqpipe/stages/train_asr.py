@@ -13,7 +13,8 @@ Loss per batch, summed (the trainer divides by ``n_targets``):
 
 Utterances too short for the front end, or (CTC) with fewer encoder frames than the target
 needs, are left out of training (counted in ``train.json``). Validation: greedy WER (%) on
-the valid split — CTC best path for ``ctc``, attention greedy otherwise — and the loss.
+the valid split — CTC best path for ``ctc`` and ``ctc_attention`` (whose attention branch
+aligns later than its CTC branch), attention greedy for ``attention`` — and the loss.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class ASRTask:
 
         n = len(self.valid_tgt)
         lengths = self.valid_store.lengths[:n]
-        search = "ctc_greedy" if self.arch == "ctc" else "greedy"
+        # ctc_attention: the CTC branch (aligned early) picks checkpoints; decoding is joint
+        search = "greedy" if self.arch == "attention" else "ctc_greedy"
         dec = self.recipe.decode
         nbest, _ = transcribe(
             model, lengths, lambda i: self._feats(self.valid_store, i), search=search,
