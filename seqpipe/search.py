@@ -5,7 +5,8 @@ Search relies only on this model interface (see :mod:`seqpipe.models`):
 - ``model.encode(src, src_len) -> EncoderOutput``
 - ``model.decoder.prepare_cache(enc)`` / ``reorder_cache(cache, index)``
 - ``model.decoder.init_state(enc)`` / ``reorder_state(state, index)``
-- ``model.decoder.step(prev_tokens, state, cache) -> (log_probs, state, attn_weights)``
+- ``model.decoder.step(prev_tokens, state, cache) -> (log_probs, state, attn_weights)`` and
+  ``model.decoder.step_logits(...)`` (the same before the log-softmax; greedy search)
 
 Guarantees:
 
@@ -139,9 +140,10 @@ def greedy_search(
     results: list[list[int]] = [[] for _ in range(batch)]
     t = 0
     while sent_ids.numel() > 0:
-        log_probs, state, _ = decoder.step(prev, state, cache)  # active x vocab
-        log_probs = _constrain(log_probs, limits <= t)
-        prev = log_probs.argmax(dim=-1)  # active
+        # argmax of the logits == argmax of the log-probs: no softmax over the vocabulary
+        logits, state, _ = decoder.step_logits(prev, state, cache)  # active x vocab
+        logits = _constrain(logits, limits <= t)
+        prev = logits.argmax(dim=-1)  # active
         done = prev == EOS_ID
         if bool(done.any()):
             rows = done.nonzero().squeeze(1)

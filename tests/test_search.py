@@ -229,14 +229,17 @@ def test_beam_scores_are_length_normalised_logprobs(trained64: Seq2Seq, alpha: f
 
 def test_max_length_forces_eos(trained64: Seq2Seq, monkeypatch: pytest.MonkeyPatch) -> None:
     decoder = trained64.decoder
-    real_step = decoder.step
+    real_step, real_logits = decoder.step, decoder.step_logits
 
-    def never_eos(prev, state, cache):
-        lp, state, w = real_step(prev, state, cache)
-        lp[:, EOS_ID] -= 1e4  # EOS only when forced
-        return lp, state, w
+    def never_eos(real):
+        def step(prev, state, cache):
+            lp, state, w = real(prev, state, cache)
+            lp[:, EOS_ID] -= 1e4  # EOS only when forced
+            return lp, state, w
+        return step
 
-    monkeypatch.setattr(decoder, "step", never_eos)
+    monkeypatch.setattr(decoder, "step", never_eos(real_step))  # beam search
+    monkeypatch.setattr(decoder, "step_logits", never_eos(real_logits))  # greedy search
     src, lengths = mixed_sources(8, seed=6)
     limits = max_output_lengths(lengths, 1.5, 2).tolist()
     assert limits == [int(1.5 * n + 2) for n in lengths.tolist()]
@@ -251,15 +254,17 @@ def test_finished_sentences_leave_the_batch(
     trained64: Seq2Seq, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decoder = trained64.decoder
-    real_step = decoder.step
     rows: list[int] = []
 
-    def recording(prev, state, cache):
-        rows.append(prev.size(0))
-        assert cache.keys.size(0) == prev.size(0)
-        return real_step(prev, state, cache)
+    def recording(real):
+        def step(prev, state, cache):
+            rows.append(prev.size(0))
+            assert cache.keys.size(0) == prev.size(0)
+            return real(prev, state, cache)
+        return step
 
-    monkeypatch.setattr(decoder, "step", recording)
+    monkeypatch.setattr(decoder, "step", recording(decoder.step))
+    monkeypatch.setattr(decoder, "step_logits", recording(decoder.step_logits))
     src, lengths = mixed_sources(32, seed=8, lo=1, hi=10)
     beam_search(trained64, src, lengths, beam_size=4)
     assert rows[0] == 32 * 4
@@ -311,6 +316,8 @@ class TableDecoder:
     def step(self, prev: Tensor, state: Tensor, cache: DecoderCache):
         code = self.next_code(state, prev)
         return self.table[code].clone(), code, cache.mask.double()
+
+    step_logits = step  # log-probs are logits too
 
 
 class TableModel:

@@ -190,12 +190,19 @@ class RecurrentDecoder(nn.Module):
         :param cache: from :meth:`prepare_cache` (rows aligned with ``prev_tokens``)
         :return: log-probs batch x vocab, new state, attention weights batch x src_len
         """
+        logits, state, weights = self.step_logits(prev_tokens, state, cache)
+        return F.log_softmax(logits, dim=-1), state, weights
+
+    def step_logits(
+        self, prev_tokens: Tensor, state: DecoderState, cache: DecoderCache
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """:meth:`step` without the normalisation (for greedy search: same argmax)."""
         emb = self.emb_dropout(self.embedding(prev_tokens))  # batch x emb
         att_vector, state, weights = self._step(emb, state, cache)
         logits = self.output_layer(self.out_dropout(att_vector))  # batch x vocab
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()  # search scores accumulate in full precision
-        return F.log_softmax(logits, dim=-1), state, weights
+        return logits, state, weights
 
     # ----------------------------------------------------------------- shared step
     def _top_hidden(self, hidden: Hidden) -> Tensor:
