@@ -448,6 +448,10 @@ class Model:
         if unknown:
             raise TypeError(f"unknown decoding setting(s): {', '.join(sorted(unknown))}")
         s = self.settings.override(**kw)
+        if self.task == "asr" and s.search == "auto":  # the recipe's decode.search: auto
+            from .asr_inference import resolve_search
+
+            s = replace(s, search=resolve_search("auto", self.model.arch))
         s.check(self.task)
         if self.task == "asr":
             from .asr_inference import check_search

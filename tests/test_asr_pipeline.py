@@ -117,6 +117,19 @@ def test_decode_search_must_fit_the_arch(fsdd_ws: Path):
     assert "decode.search: joint needs model.arch ctc_attention" in proc.stderr
 
 
+def test_api_resolves_the_recipes_auto_search(fsdd_ws: Path, tmp_path: Path):
+    """asr_small says decode.search: auto; the API decodes with what the stage used."""
+    from seqpipe import load_model
+
+    args = [*TINY_FSDD, "model.arch=ctc_attention"]
+    run_cli("run", str(SMALL), *args, cwd=fsdd_ws, check=True)  # cached after the arch tests
+    model = load_model(str(SMALL), workspace=str(fsdd_ws), overrides=args, device="cpu")
+    assert model.decode_settings().search == "joint"
+    assert model.decode_settings(search="ctc_greedy").search == "ctc_greedy"
+    wavs = _fsdd_wavs(tmp_path, 2)
+    assert len(model.transcribe([str(w) for w in wavs])) == 2
+
+
 def _fsdd_wavs(dest: Path, n: int) -> list[Path]:
     """The first ``n`` FSDD recordings, read straight from the mirror's archive."""
     out = []
