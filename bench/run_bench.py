@@ -79,6 +79,22 @@ def measured_run(args: list[str], env: dict[str, str]) -> tuple[int, float, int]
     return proc.returncode, wall, int(m.group(1)) // 1024 if m else -1
 
 
+def decode_and_score(recipe: Path, args: list[str], ws: Path, env: dict[str, str],
+                     name: str) -> tuple[dict, dict, int]:
+    """Rerun decode (+ score) of ``recipe`` with ``args``; the test split's entries of
+    decode.json and scores.json, and the decode run's peak RSS (MiB)."""
+    from seqpipe.pipeline import Pipeline
+    from seqpipe.recipe import load_recipe
+
+    keys = Pipeline(load_recipe(recipe, args), ws).keys()
+    rc, _, rss = measured_run(
+        ["run", str(recipe), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env)
+    assert rc == 0, f"{name} failed"
+    dec = json.loads((ws / "cache" / "decode" / keys["decode"] / "decode.json").read_text())
+    sc = json.loads((ws / "cache" / "score" / keys["score"] / "scores.json").read_text())
+    return dec["splits"]["test"], sc["splits"]["test"], rss
+
+
 def other_load() -> float:
     return os.getloadavg()[0]
 
@@ -170,16 +186,9 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
         fast += [f"train.max_minutes={budget_min}", "train.max_steps=null"]
     for name, ov in {"decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
                      "decode_greedy": ["decode.search=greedy"]}.items():
-        args = [*fast, *ov, "decode.checkpoint=last"]
-        pipe = Pipeline(load_recipe(RECIPE, args), ws)
-        rc, wall, rss = measured_run(
-            ["run", str(RECIPE), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env)
-        assert rc == 0, f"{name} failed"
-        dec = json.loads((ws / "cache" / "decode" / pipe.keys()["decode"] / "decode.json").read_text())
-        sc = json.loads((ws / "cache" / "score" / pipe.keys()["score"] / "scores.json").read_text())
-        res[name] = {"sent_per_s": dec["splits"]["test"]["sentences_per_second"],
-                     "seconds": dec["splits"]["test"]["seconds"], "peak_rss_mib": rss,
-                     "bleu": sc["splits"]["test"]["bleu"]["score"],
+        d, sc, rss = decode_and_score(RECIPE, [*fast, *ov, "decode.checkpoint=last"], ws, env, name)
+        res[name] = {"sent_per_s": d["sentences_per_second"], "seconds": d["seconds"],
+                     "peak_rss_mib": rss, "bleu": sc["bleu"]["score"],
                      "note": (f"model after {budget_min * 60:.0f} s of training, like Joey's" if budget_min
                               else f"model after {a.steps} updates; BLEU is not comparable to a trained model")}
         print(json.dumps({name: res[name]}), file=sys.stderr)
@@ -240,16 +249,10 @@ def bench_asr(a: argparse.Namespace, ws: Path, env: dict[str, str], res: dict[st
 
     for name, search in (("asr_decode_ctc_greedy", "ctc_greedy"), ("asr_decode_ctc_beam5", "ctc_beam"),
                          ("asr_decode_joint5", "joint")):
-        args = [*base, f"decode.search={search}", "decode.beam_size=5"]
-        p = Pipeline(load_recipe(ASR_RECIPE, args), ws)
-        rc, wall, rss = measured_run(
-            ["run", str(ASR_RECIPE), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env)
-        assert rc == 0, f"{name} failed"
-        dec = json.loads((ws / "cache" / "decode" / p.keys()["decode"] / "decode.json").read_text())
-        sc = json.loads((ws / "cache" / "score" / p.keys()["score"] / "scores.json").read_text())
-        d = dec["splits"]["test"]
+        d, sc, rss = decode_and_score(
+            ASR_RECIPE, [*base, f"decode.search={search}", "decode.beam_size=5"], ws, env, name)
         res[name] = {"rtf": d["rtf"], "seconds": d["seconds"], "audio_seconds": d["audio_seconds"],
-                     "peak_rss_mib": rss, "wer": sc["splits"]["test"]["wer"]["score"],
+                     "peak_rss_mib": rss, "wer": sc["wer"]["score"],
                      "note": f"model after {a.asr_minutes:g} min of training"}
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
