@@ -300,7 +300,7 @@ class Model:
         self.recipe_text = source.recipe_text
         self.features: dict[str, Any] = {}
         self.cmvn: tuple[Any, Any] | None = None
-        self.utterance_cmn = False  # ASR: subtract each utterance's mean after CMVN
+        self.utterance_norm = "none"  # ASR, after CMVN: none | mean | meanvar (per utterance)
         if source.bundle is not None:
             self._load_bundle(source.bundle)
         else:
@@ -327,7 +327,7 @@ class Model:
                 "num_mel_bins": int(stats["num_mel_bins"]),
                 "sample_rate": int(stats["sample_rate"]),
             }
-            self.cmvn, self.utterance_cmn = read_normalization(tok_dir)
+            self.cmvn, self.utterance_norm = read_normalization(tok_dir)
 
     def _load_bundle(self, b: dict[str, Any]) -> None:
         import numpy as np
@@ -372,7 +372,7 @@ class Model:
                     feats["cmvn_mean"].numpy().astype(np.float32),
                     feats["cmvn_std"].numpy().astype(np.float32),
                 )
-            self.utterance_cmn = bool(feats.get("utterance_cmn", False))
+            self.utterance_norm = str(feats.get("utterance_norm", "none"))
         model.load_state_dict(b["state_dict"])
         self.model = model.to(self.device).eval()
 
@@ -517,7 +517,7 @@ class Model:
         from .features import fbank, load_wave
 
         sr, bins = self.features["sample_rate"], self.features["num_mel_bins"]
-        normalize = make_normalizer(self.cmvn, self.utterance_cmn)
+        normalize = make_normalizer(self.cmvn, self.utterance_norm)
         keep = [i for i, p in enumerate(paths) if p.strip()]
         feats = []
         for i in keep:

@@ -141,29 +141,39 @@ def transcribe(
     return out, time.perf_counter() - t0
 
 
-def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, bool]:
+UTTERANCE_NORMS = ("none", "mean", "meanvar")
+
+
+def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """What a features artifact says about normalisation: (global CMVN mean/std or ``None``,
-    subtract each utterance's own mean?) from its ``cmvn.json`` and ``norm.json``."""
+    per-utterance normalisation ``none`` | ``mean`` | ``meanvar``) from its ``cmvn.json`` and
+    ``norm.json``."""
     from .features import load_cmvn
 
     feat_dir = Path(feat_dir)
     norm = json.loads((feat_dir / "norm.json").read_text()) if (feat_dir / "norm.json").is_file() else {}
     cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
-    return cmvn, bool(norm.get("utterance_cmn", False))
+    utterance = "meanvar" if norm.get("utterance_cvn") else "mean" if norm.get("utterance_cmn") else "none"
+    return cmvn, utterance
 
 
 def make_normalizer(
-    cmvn: tuple[np.ndarray, np.ndarray] | None, utterance_cmn: bool = False
+    cmvn: tuple[np.ndarray, np.ndarray] | None, utterance: str = "none"
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``frames x bins -> float32``: global CMVN, then (optionally) the utterance's own mean
-    subtracted. The one normalisation used by training, the decode stage and the API."""
+    """``frames x bins -> float32``: global CMVN, then per utterance (``utterance``) nothing,
+    its own mean subtracted, or its mean subtracted and its std divided out. The one
+    normalisation used by training, the decode stage and the API."""
+    if utterance not in UTTERANCE_NORMS:
+        raise ValueError(f"utterance normalisation {utterance!r}; use one of {UTTERANCE_NORMS}")
 
     def normalize(f: np.ndarray) -> np.ndarray:
         f = f.astype(np.float32, copy=False)
         if cmvn is not None:
             f = ((f - cmvn[0]) / cmvn[1]).astype(np.float32, copy=False)
-        if utterance_cmn and len(f):
+        if utterance != "none" and len(f):
             f = f - f.mean(axis=0, keepdims=True)
+            if utterance == "meanvar":
+                f = (f / np.maximum(f.std(axis=0, keepdims=True), 1e-5)).astype(np.float32)
         return f
 
     return normalize

@@ -11,7 +11,7 @@ str/int/float/bytes, so ``torch.load(path, weights_only=True)`` reads it::
      "tokenizer": {"type": "spm", "files": {"spm.model": uint8 tensor}}   # or src/tgt.model
                 | {"type": "char", "chars_json": <chars.json text>},
      "features": {"num_mel_bins", "sample_rate", "cmvn_mean", "cmvn_std",  # ASR only
-                  "utterance_cmn"},
+                  "utterance_norm": "none" | "mean" | "meanvar"},
      "decode": {...},                           # the recipe's decode: section (defaults)
      "recipe": <the resolved recipe YAML> | None,
      "train": {...},                            # the train artifact's summary (steps, time)
@@ -106,13 +106,13 @@ def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, A
         from .asr_inference import read_normalization
 
         stats = json.loads((tok_dir / "stats.json").read_text("utf-8"))
-        cmvn, utterance_cmn = read_normalization(tok_dir)
+        cmvn, utterance_norm = read_normalization(tok_dir)
         feats: dict[str, Any] = {
             "num_mel_bins": int(stats["num_mel_bins"]),
             "sample_rate": int(stats["sample_rate"]),
             "cmvn_mean": None,
             "cmvn_std": None,
-            "utterance_cmn": utterance_cmn,
+            "utterance_norm": utterance_norm,
         }
         if cmvn is not None:
             mean, std = cmvn

@@ -143,6 +143,9 @@ class FeaturesConfig(Section):
     utterance_cmn: bool = Field(
         False, description="also subtract each utterance's own mean (speaker/channel robustness)"
     )
+    utterance_cvn: bool = Field(
+        False, description="subtract each utterance's mean and divide by its std (implies cmn)"
+    )
     workers: int = _nokey(2, "feature extraction worker processes")
 
 

@@ -84,7 +84,7 @@ def fsdd_ws(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "arch,extra",
     [
-        ("ctc", ["decode.search=ctc_beam"]),
+        ("ctc", ["decode.search=ctc_beam", "features.utterance_cvn=true"]),
         ("attention", ["model.subsampling=pyramid", "model.enc_layers=2", "model.attention=bahdanau"]),
         ("ctc_attention", []),  # decode.search: auto -> joint
     ],

@@ -356,3 +356,21 @@ def test_extract_once_is_idempotent(tmp_path: Path) -> None:
     mtime = flac.stat().st_mtime_ns
     extract_once(archive, tmp_path / "ls")
     assert flac.stat().st_mtime_ns == mtime and len(load_librispeech(dest)) == 4
+
+
+def test_utterance_normalisation_modes() -> None:
+    from seqpipe.asr_inference import make_normalizer
+
+    rng = np.random.default_rng(0)
+    f = (rng.standard_normal((50, 8)) * 3 + 7).astype(np.float16)
+    mean, std = np.full(8, 2.0, np.float32), np.full(8, 4.0, np.float32)
+    g = (f.astype(np.float32) - 2.0) / 4.0
+    assert np.allclose(make_normalizer((mean, std), "none")(f), g, atol=1e-6)
+    m = make_normalizer((mean, std), "mean")(f)
+    assert np.allclose(m, g - g.mean(0), atol=1e-5)
+    mv = make_normalizer(None, "meanvar")(f)
+    assert mv.dtype == np.float32
+    assert np.allclose(mv.mean(0), 0, atol=1e-5) and np.allclose(mv.std(0), 1, atol=1e-4)
+    assert make_normalizer(None, "meanvar")(f[:0]).shape == (0, 8)  # no frames: unchanged
+    with pytest.raises(ValueError):
+        make_normalizer(None, "max")

@@ -7,7 +7,7 @@ Reads the prepare artifact's manifests. Writes:
   split holds every utterance once per factor in ``features.speed_perturb`` (ids
   ``sp0.9-<utt>``; train only); the other splits speed 1.0 only;
 - ``cmvn.json`` — global mean/std over the training frames (``features.cmvn``), and
-  ``norm.json`` — how to normalise (global CMVN, then ``features.utterance_cmn``: subtract each
+  ``norm.json`` — how to normalise (global CMVN, then ``features.utterance_cmn``/``utterance_cvn``: subtract each
   utterance's own mean); applied by training and decoding
   (``seqpipe.asr_inference.feature_normalizer``), never baked into the stored features;
 - the target vocabulary: ``tokenize.model_type: char`` → ``chars.json``
@@ -85,7 +85,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
     if cfg.cmvn:
         shutil.copyfile(ctx.out / "feats" / "train" / CMVN_FILE, ctx.out / CMVN_FILE)
-    norm = {"global_cmvn": cfg.cmvn, "utterance_cmn": cfg.utterance_cmn}
+    norm = {"global_cmvn": cfg.cmvn, "utterance_cmn": cfg.utterance_cmn or cfg.utterance_cvn,
+            "utterance_cvn": cfg.utterance_cvn}
     (ctx.out / "norm.json").write_text(json.dumps(norm) + "\n", encoding="utf-8")
     stats["normalization"] = norm
 
