@@ -14,6 +14,7 @@ this module only computes and stores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -56,11 +57,15 @@ INDEX_VERSION = 1
 # single-utterance computation
 
 
-def fbank(wave: np.ndarray | Tensor, sr: int, num_mel_bins: int = 80) -> Tensor:
+def fbank(
+    wave: np.ndarray | Tensor, sr: int, num_mel_bins: int = 80, warp: float = 1.0
+) -> Tensor:
     """Kaldi log-mel filterbank (25 ms windows, 10 ms shift, povey window, no dither).
 
     The waveform in [-1, 1] is scaled to the 16-bit range first, as Kaldi reads integers,
     so the values match ``compute-fbank-feats`` (with ``--dither=0``).
+    ``warp`` != 1 warps the mel bins' frequencies as Kaldi's VTLN does (piecewise linear
+    between 100 Hz and 500 Hz below Nyquist): VTLP augmentation (Jaitly & Hinton, 2013).
 
     :param wave: float waveform, shape ``[num_samples]``
     :param sr: its sample rate
@@ -79,6 +84,7 @@ def fbank(wave: np.ndarray | Tensor, sr: int, num_mel_bins: int = 80) -> Tensor:
         dither=0.0,
         energy_floor=0.0,
         sample_frequency=float(sr),
+        vtln_warp=float(warp),
     )
 
 
@@ -132,6 +138,16 @@ def _speed_prefix(utt_id: str, speed: float) -> str:
     return utt_id if speed == 1.0 else f"sp{speed:g}-{utt_id}"
 
 
+def vtlp_factor(utt_id: str, seed: int, max_warp: float) -> float:
+    """The VTLP warp factor of the copy ``utt_id``: uniform in ``[1 - max_warp, 1 + max_warp]``,
+    a pure function of (seed, id) so a recomputation gives the same features."""
+    if max_warp <= 0:
+        return 1.0
+    digest = hashlib.sha256(f"{seed}:{utt_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return round(1.0 - max_warp + 2.0 * max_warp * u, 4)
+
+
 _WORKER_FEATS: np.memmap | None = None
 
 
@@ -146,9 +162,9 @@ def _worker_compute(job: tuple) -> tuple[int, int, np.ndarray, np.ndarray]:
 
     :return: (job index, frames written, per-bin sum, per-bin sum of squares) (float64)
     """
-    index, path, speed, offset, expected, sample_rate, num_mel_bins = job
+    index, path, speed, warp, offset, expected, sample_rate, num_mel_bins = job
     wave = load_wave(path, sample_rate, speed)
-    feats = fbank(wave, sample_rate, num_mel_bins).numpy()
+    feats = fbank(wave, sample_rate, num_mel_bins, warp).numpy()
     if feats.shape[0] != expected:
         raise RuntimeError(f"{path}: {feats.shape[0]} frames, {expected} predicted from the header")
     assert _WORKER_FEATS is not None
@@ -168,6 +184,8 @@ def compute_features_parallel(
     progress: bool = True,
     desc: str = "fbank",
     mp_context: str | None = None,
+    vtlp: float = 0.0,
+    seed: int = 0,
 ) -> FeatureStore:
     """Compute fbank features for all utterances into one float16 memory-mapped array.
 
@@ -186,22 +204,25 @@ def compute_features_parallel(
         (workers use one torch thread, as DataLoader workers do), else ``spawn`` (which
         needs the ``if __name__ == "__main__":`` guard in the calling script)
     :param progress: tqdm progress bar on stderr
+    :param vtlp: > 0 warps each copy's filterbank by its own factor in ``[1-vtlp, 1+vtlp]``
+        (:func:`vtlp_factor` of ``seed`` and the copy's id; recorded in the index as ``warps``)
     :return: the :class:`FeatureStore` reading ``out_dir``
     :raises AudioError: an audio file is missing or unreadable (names the file)
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     utt_ids: list[str] = []
-    jobs_meta: list[tuple[str, float, int]] = []  # (path, speed, frames)
+    jobs_meta: list[tuple[str, float, float, int]] = []  # (path, speed, warp, frames)
     for u in utterances:
         num_samples, file_sr = audio_info(u.path)
         for speed in speeds:
             n = _num_samples_after(num_samples, file_sr, sample_rate, float(speed))
             utt_ids.append(_speed_prefix(u.utt_id, float(speed)))
-            jobs_meta.append((u.path, float(speed), num_fbank_frames(n, sample_rate)))
+            warp = vtlp_factor(utt_ids[-1], seed, vtlp)
+            jobs_meta.append((u.path, float(speed), warp, num_fbank_frames(n, sample_rate)))
     if len(set(utt_ids)) != len(utt_ids):
         raise ValueError("compute_features_parallel: duplicate utterance ids")
-    lengths = np.array([m[2] for m in jobs_meta], dtype=np.int64)
+    lengths = np.array([m[3] for m in jobs_meta], dtype=np.int64)
     offsets = np.zeros(len(lengths), dtype=np.int64)
     if len(lengths) > 1:
         offsets[1:] = np.cumsum(lengths)[:-1]
@@ -212,8 +233,8 @@ def compute_features_parallel(
         feats_path, mode="w+", dtype=np.float16, shape=(total, num_mel_bins)
     ).flush()
     jobs = [
-        (i, path, speed, int(offsets[i]), int(lengths[i]), sample_rate, num_mel_bins)
-        for i, (path, speed, _) in enumerate(jobs_meta)
+        (i, path, speed, warp, int(offsets[i]), int(lengths[i]), sample_rate, num_mel_bins)
+        for i, (path, speed, warp, _) in enumerate(jobs_meta)
     ]
     total_sum = np.zeros(num_mel_bins)
     total_sq = np.zeros(num_mel_bins)
@@ -261,6 +282,7 @@ def compute_features_parallel(
         "offsets": offsets.tolist(),
         "lengths": lengths.tolist(),
         "speeds": [m[1] for m in jobs_meta],
+        "warps": [m[2] for m in jobs_meta],
     }
     tmp = out_dir / (INDEX_FILE + ".tmp")
     tmp.write_text(json.dumps(index))

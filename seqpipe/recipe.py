@@ -146,6 +146,10 @@ class FeaturesConfig(Section):
     utterance_cvn: bool = Field(
         False, description="subtract each utterance's mean and divide by its std (implies cmn)"
     )
+    vtlp: float = Field(
+        0.0, ge=0, lt=0.5,
+        description="VTLP: warp each training copy's filterbank by a factor in [1-v, 1+v]",
+    )
     workers: int = _nokey(2, "feature extraction worker processes")
 
 
