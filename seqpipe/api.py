@@ -66,6 +66,8 @@ class DecodeSettings:
     nbest: int = 1
     ctc_weight: float = 0.3
     batch_tokens: int = 6000
+    shortlist: int = 0  # MT: lexical shortlist candidates per source piece (0 = off)
+    shortlist_frequent: int = 300
 
     @classmethod
     def from_config(cls, cfg: Any) -> DecodeSettings:
@@ -78,6 +80,8 @@ class DecodeSettings:
             nbest=1,
             ctc_weight=cfg.ctc_weight,
             batch_tokens=cfg.batch_tokens,
+            shortlist=cfg.shortlist,
+            shortlist_frequent=cfg.shortlist_frequent,
         )
 
     def override(self, **kw: Any) -> DecodeSettings:
@@ -99,6 +103,13 @@ class DecodeSettings:
             raise InputError(f"nbest {self.nbest}: must be at least 1")
         if self.batch_tokens < 1:
             raise InputError(f"batch tokens {self.batch_tokens}: must be at least 1")
+        if not 0 <= self.shortlist <= 100 or self.shortlist_frequent < 0:
+            raise InputError(
+                f"shortlist {self.shortlist} (frequent {self.shortlist_frequent}): "
+                "need 0 <= shortlist <= 100 and frequent >= 0"
+            )
+        if self.shortlist and task != "mt":
+            raise InputError("shortlist: lexical shortlists are for MT models")
         if self.nbest > 1:
             if self.search not in ("beam", "joint"):
                 raise InputError(
@@ -301,6 +312,7 @@ class Model:
         self.features: dict[str, Any] = {}
         self.cmvn: tuple[Any, Any] | None = None
         self.utterance_norm = "none"  # ASR, after CMVN: none | mean | meanvar (per utterance)
+        self._shortlist: Any = None  # MT lexical shortlist table, built on first use
         if source.bundle is not None:
             self._load_bundle(source.bundle)
         else:
@@ -433,7 +445,8 @@ class Model:
 
     def decode_settings(self, **kw: Any) -> DecodeSettings:
         """This model's defaults with the given keywords (``beam``, ``nbest``, ``search``,
-        ``alpha``, ``max_len_a``, ``max_len_b``, ``ctc_weight``, ``batch_tokens``) applied."""
+        ``alpha``, ``max_len_a``, ``max_len_b``, ``ctc_weight``, ``batch_tokens``, ``shortlist``,
+        ``shortlist_frequent``) applied."""
         unknown = set(kw) - {
             "beam",
             "beam_size",
@@ -444,6 +457,8 @@ class Model:
             "max_len_b",
             "ctc_weight",
             "batch_tokens",
+            "shortlist",
+            "shortlist_frequent",
         }
         if unknown:
             raise TypeError(f"unknown decoding setting(s): {', '.join(sorted(unknown))}")
@@ -507,8 +522,29 @@ class Model:
             nbest=s.nbest,
             batch_tokens=s.batch_tokens,
             device=self.device,
+            shortlist=self._lexical_shortlist() if s.shortlist else None,
+            shortlist_k=s.shortlist,
+            shortlist_frequent=s.shortlist_frequent,
         )
         return self._texts(len(lines), keep, nb)
+
+    def _lexical_shortlist(self) -> Any:
+        """The MT model's lexical shortlist table (built once from the training split, or read
+        from the exported file)."""
+        if self._shortlist is None:
+            from .shortlist import LexicalShortlist
+
+            if self.source.bundle is not None:
+                if "shortlist" not in self.source.bundle:
+                    raise InputError(f"{self.source.description}: exported without a shortlist "
+                                     "table (export it again with this version of seqpipe)")
+                self._shortlist = LexicalShortlist.from_tensors(self.source.bundle["shortlist"])
+            else:
+                assert self.source.tok_dir is not None
+                self._shortlist = LexicalShortlist.from_tokenized(
+                    self.source.tok_dir, self.spec["src_vocab_size"], self.spec["tgt_vocab_size"]
+                )
+        return self._shortlist
 
     def _transcribe_chunk(self, paths: list[str], s: DecodeSettings) -> list[list[Hypothesis]]:
         import numpy as np

@@ -192,6 +192,9 @@ def _decode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--alpha", type=float, help="GNMT length penalty (default: the recipe's)."),
         click.option("--batch-tokens", type=int,
                      help="Source tokens (ASR: frames) per batch (default: the recipe's)."),
+        click.option("--shortlist", type=int, metavar="K",
+                     help="MT: decode over a lexical shortlist, K target candidates per source "
+                     "piece plus the frequent ones (0 = off; default: the recipe's)."),
         click.option("--checkpoint", type=click.Choice(["best", "last", "averaged"]),
                      help="Which weights (default: the recipe's decode.checkpoint)."),
         click.option("--device", help="cpu | cuda | cuda:N | auto (default: the recipe's)."),
@@ -240,7 +243,8 @@ def _audio_paths(inputs: tuple[str, ...]):
 
 def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output: Path | None,
                beam: int | None, nbest: int, search: str | None, alpha: float | None,
-               batch_tokens: int | None, checkpoint: str | None, device: str | None,
+               batch_tokens: int | None, shortlist: int | None, checkpoint: str | None,
+               device: str | None,
                threads: int | None, overrides: tuple[str, ...], progress: bool | None,
                chunk_lines: int | None, workspace: Path) -> None:
     import os
@@ -266,7 +270,8 @@ def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output:
             kind = "a speech recognition" if src.task == "asr" else "a translation"
             raise InputError(f"{model} is {kind} model: use `seqpipe {cmd}` (or `seqpipe decode`)")
         DecodeSettings.from_config(src.decode_cfg).override(
-            beam=beam, nbest=nbest, search=search, alpha=alpha, batch_tokens=batch_tokens
+            beam=beam, nbest=nbest, search=search, alpha=alpha, batch_tokens=batch_tokens,
+            shortlist=shortlist,
         ).check(src.task)
         for name in inputs:
             if name != "-" and not Path(name).is_file():
@@ -279,7 +284,7 @@ def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output:
 
             torch.set_num_threads(max(1, int(m.source.decode_cfg.threads)))
         s = m.decode_settings(beam=beam, nbest=nbest, search=search, alpha=alpha,
-                              batch_tokens=batch_tokens)
+                              batch_tokens=batch_tokens, shortlist=shortlist)
         if not inputs:
             if sys.stdin.isatty() and world == 1:
                 _interactive(m, s)

@@ -100,6 +100,15 @@ def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, A
         "exported_with": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if src.task == "mt" and (tok_dir / "train.src.ids.npy").is_file():
+        import json
+
+        from .shortlist import LexicalShortlist
+
+        spec = json.loads((src.train_dir / "model.json").read_text("utf-8"))
+        bundle["shortlist"] = LexicalShortlist.from_tokenized(
+            tok_dir, spec["src_vocab_size"], spec["tgt_vocab_size"]
+        ).to_tensors()
     if src.task == "asr":
         import json
 

@@ -17,6 +17,7 @@ import torch
 from .data.batching import decode_batches
 from .data.tokenizer import EOS_ID
 from .errors import InputError
+from .shortlist import LexicalShortlist
 
 CHECKPOINT_FILES = {"best": "model_best.pt", "last": "model_last.pt", "averaged": "model_averaged.pt"}
 
@@ -52,10 +53,14 @@ def decode_id_seqs(
     nbest: int = 1,
     batch_tokens: int = 6000,
     device: torch.device | str = "cpu",
+    shortlist: LexicalShortlist | None = None,
+    shortlist_k: int = 0,
+    shortlist_frequent: int = 300,
 ) -> tuple[list[list[tuple[list[int], float]]], float]:
     """Decode source id sequences (without EOS); returns n-best lists in input order and the
     decoding wall time in seconds. Inputs are length-sorted into token batches; empty inputs
-    decode to an empty output."""
+    decode to an empty output. ``shortlist`` with ``shortlist_k`` > 0: restrict each
+    sentence's output vocabulary (:mod:`seqpipe.shortlist`)."""
     from .search import beam_search, greedy_search
     from .stages.train import pad_batch
 
@@ -68,12 +73,17 @@ def decode_id_seqs(
             idx = todo[batch]
             src, src_len = pad_batch([np.asarray(seqs[i]) for i in idx], suffix=EOS_ID)
             src = src.to(device)
+            vocab = None
+            if shortlist is not None and shortlist_k > 0:
+                vocab = shortlist.subset([seqs[i] for i in idx], shortlist_k, shortlist_frequent,
+                                         device)
             if search == "greedy" or (beam_size == 1 and nbest == 1):
-                hyps = greedy_search(model, src, src_len, max_len_a, max_len_b)
+                hyps = greedy_search(model, src, src_len, max_len_a, max_len_b, vocab=vocab)
                 res = [[(h, 0.0)] for h in hyps]
             else:
                 res = beam_search(model, src, src_len, beam_size=beam_size, alpha=alpha,
-                                  max_len_a=max_len_a, max_len_b=max_len_b, nbest=nbest)
+                                  max_len_a=max_len_a, max_len_b=max_len_b, nbest=nbest,
+                                  vocab=vocab)
             for i, r in zip(idx, res, strict=True):
                 out[i] = [(list(h), float(s)) for h, s in r]
     return out, time.perf_counter() - t0

@@ -231,6 +231,13 @@ class DecodeConfig(Section):
     nbest: int = Field(1, ge=1)
     ctc_weight: float = Field(0.3, ge=0, le=1)
     checkpoint: Literal["best", "last", "averaged"] = "best"
+    shortlist: int = Field(
+        0, ge=0, le=100,
+        description="MT: lexical shortlist, target candidates per source piece (0 = off)",
+    )
+    shortlist_frequent: int = Field(
+        300, ge=0, description="MT: most frequent target pieces always in the shortlist"
+    )
     batch_tokens: int = _nokey(6000, "source tokens per decoding batch")
     splits: list[str] = Field(default_factory=lambda: ["test"])
     device: str = _nokey("auto")

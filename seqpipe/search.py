@@ -6,7 +6,8 @@ Search relies only on this model interface (see :mod:`seqpipe.models`):
 - ``model.decoder.prepare_cache(enc)`` / ``reorder_cache(cache, index)``
 - ``model.decoder.init_state(enc)`` / ``reorder_state(state, index)``
 - ``model.decoder.step(prev_tokens, state, cache) -> (log_probs, state, attn_weights)`` and
-  ``model.decoder.step_logits(...)`` (the same before the log-softmax; greedy search)
+  ``model.decoder.step_logits(...)`` (the same before the log-softmax; greedy search); with a
+  vocabulary subset, a fourth argument ``(weight, bias)`` and ``model.decoder.output_layer``
 
 Guarantees:
 
@@ -14,6 +15,8 @@ Guarantees:
 - finished sentences leave the batch (rows are shrunk with ``index_select``), so the cost of a
   step follows the number of unfinished sentences;
 - ``beam_search(beam_size=1)`` gives the same tokens as :func:`greedy_search`;
+- with a ``vocab`` subset (:mod:`seqpipe.shortlist`), the output layer is computed for the
+  subset's ids only and each sentence keeps to its own allowed ids (still batch-independent);
 - the maximum output length is ``floor(max_len_a * source_length + max_len_b)`` tokens (EOS not
   counted), capped by ``max_len``; at that length EOS is forced. The source length is the
   encoder output length (== ``src_len`` for text; after subsampling for audio).
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 
 from seqpipe.models import BOS_ID, EOS_ID, PAD_ID
 from seqpipe.models.encoders import EncoderOutput
+from seqpipe.shortlist import VocabSubset
 
 Hypothesis = tuple[list[int], float]  # (token ids without BOS/EOS, score)
 
@@ -82,19 +86,27 @@ def max_output_lengths(
     return limits
 
 
-def _constrain(log_probs: Tensor, force_eos: Tensor) -> Tensor:
+def _constrain(log_probs: Tensor, force_eos: Tensor, subset: bool = False) -> Tensor:
     """Never predict PAD or BOS; rows in ``force_eos`` may only predict EOS.
 
-    :param log_probs: rows x vocab (modified in place and returned)
+    :param log_probs: rows x vocab (modified in place and returned); with ``subset`` the
+        columns of a :class:`~seqpipe.shortlist.VocabSubset` (EOS is column 0, no PAD/BOS)
     :param force_eos: rows, bool
     """
-    log_probs[:, PAD_ID] = float("-inf")
-    log_probs[:, BOS_ID] = float("-inf")
+    eos_col = 0 if subset else EOS_ID
+    if not subset:
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
     if bool(force_eos.any()):
-        eos = log_probs[:, EOS_ID].clone()
+        eos = log_probs[:, eos_col].clone()
         log_probs[force_eos] = float("-inf")
-        log_probs[:, EOS_ID] = eos
+        log_probs[:, eos_col] = eos
     return log_probs
+
+
+def _subset_weight(decoder: nn.Module, vocab: VocabSubset | None) -> Tensor | None:
+    """The output layer's rows for a vocabulary subset (gathered once per batch)."""
+    return None if vocab is None else decoder.output_layer.weight.index_select(0, vocab.ids)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -119,11 +131,13 @@ def greedy_search(
     max_len_a: float = 1.5,
     max_len_b: float = 5,
     max_len: int | None = None,
+    vocab: VocabSubset | None = None,
 ) -> list[list[int]]:
     """Batched greedy decoding.
 
     :param src: batch x src_len (ids) or batch x frames x feats
     :param src_len: batch
+    :param vocab: optional lexical shortlist of the batch (``bias`` has one row per sentence)
     :return: per input sentence, in input order, the output ids without BOS/EOS
     """
     model = _unwrap(model)
@@ -138,12 +152,19 @@ def greedy_search(
     tokens = torch.empty(batch, 0, dtype=torch.long, device=device)  # active x t
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     results: list[list[int]] = [[] for _ in range(batch)]
+    out_weight = _subset_weight(decoder, vocab)
+    bias = None if vocab is None else vocab.bias  # active x V'
     t = 0
     while sent_ids.numel() > 0:
         # argmax of the logits == argmax of the log-probs: no softmax over the vocabulary
-        logits, state, _ = decoder.step_logits(prev, state, cache)  # active x vocab
-        logits = _constrain(logits, limits <= t)
+        if vocab is None:
+            logits, state, _ = decoder.step_logits(prev, state, cache)  # active x vocab
+        else:
+            logits, state, _ = decoder.step_logits(prev, state, cache, (out_weight, bias))
+        logits = _constrain(logits, limits <= t, vocab is not None)
         prev = logits.argmax(dim=-1)  # active
+        if vocab is not None:
+            prev = vocab.ids[prev]
         done = prev == EOS_ID
         if bool(done.any()):
             rows = done.nonzero().squeeze(1)
@@ -156,6 +177,8 @@ def greedy_search(
             tokens = tokens[keep]
             state = decoder.reorder_state(state, keep)
             cache = decoder.reorder_cache(cache, keep)
+            if bias is not None:
+                bias = bias.index_select(0, keep)
         tokens = torch.cat([tokens, prev.unsqueeze(1)], dim=1)
         t += 1
     return results
@@ -175,6 +198,7 @@ def beam_search(
     prefix_scorer: PrefixScorer | None = None,
     ctc_weight: float = 0.0,
     pre_beam_size: int | None = None,
+    vocab: VocabSubset | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: all sentences x beams in one tensor, finished sentences removed.
 
@@ -193,6 +217,7 @@ def beam_search(
     :param ctc_weight: weight of the prefix scorer in the joint score
     :param pre_beam_size: tokens per row scored by the prefix scorer
         (default ``ceil(1.5 * beam_size)``)
+    :param vocab: optional lexical shortlist of the batch (``bias`` has one row per sentence)
     :return: per input sentence, in input order, up to ``nbest`` (ids, score), best first
     """
     if beam_size < 1 or not 1 <= nbest <= beam_size:
@@ -208,6 +233,8 @@ def beam_search(
     expand = torch.arange(batch, device=device).repeat_interleave(k)  # batch*k
     cache = decoder.reorder_cache(decoder.prepare_cache(enc), expand)  # keys projected once
     state = decoder.reorder_state(decoder.init_state(enc), expand)
+    out_weight = _subset_weight(decoder, vocab)
+    bias = None if vocab is None else vocab.bias.index_select(0, expand)  # active*k x V'
     scorer_state = None
     if prefix_scorer is not None:
         scorer_state = prefix_scorer.select(prefix_scorer.init(enc), expand)
@@ -230,13 +257,18 @@ def beam_search(
     t = 0
     while sent_ids.numel() > 0:
         n = sent_ids.numel()
-        log_probs, state, _ = decoder.step(prev, state, cache)  # n*k x vocab
+        if vocab is None:
+            log_probs, state, _ = decoder.step(prev, state, cache)  # n*k x vocab
+        else:
+            log_probs, state, _ = decoder.step(prev, state, cache, (out_weight, bias))
         force_eos = (limits <= t).repeat_interleave(k)
-        log_probs = _constrain(log_probs.to(score_dtype), force_eos)
+        log_probs = _constrain(log_probs.to(score_dtype), force_eos, vocab is not None)
 
         if prefix_scorer is not None:
             width = min(pre_beam_size, log_probs.size(1))
             att_lp, cand_tok = log_probs.topk(width, dim=1)  # n*k x width
+            if vocab is not None:
+                cand_tok = vocab.ids[cand_tok]  # subset columns -> target ids
             extra, new_scorer_state = prefix_scorer.score(tokens, scorer_state, cand_tok)
             joint = (1.0 - ctc_weight) * att_lp + ctc_weight * extra.to(score_dtype)
             cand_lp = torch.where(torch.isneginf(att_lp), att_lp, joint)
@@ -247,13 +279,15 @@ def beam_search(
             # candidates, so it is not among the sentence's k best either
             width = min(k + 1, log_probs.size(1))
             cand_lp, cand_tok = log_probs.topk(width, dim=1)  # n*k x width
+            if vocab is not None:
+                cand_tok = vocab.ids[cand_tok]
 
         total = (scores.view(n * k, 1) + cand_lp).view(n, k * width)
         top_scores, top_pos = total.topk(min(n_cand, k * width), dim=1)  # n x 2k
         beam = torch.div(top_pos, width, rounding_mode="floor")
         col = top_pos - beam * width
         src_row = beam + (torch.arange(n, device=device) * k).unsqueeze(1)  # n x 2k, in n*k
-        tok = col if cand_tok is None else cand_tok[src_row, col]
+        tok = cand_tok[src_row, col]
         is_eos = tok == EOS_ID
 
         # EOS among the k best finishes a hypothesis
@@ -285,7 +319,10 @@ def beam_search(
             sent_ids, limits, n_finished = sent_ids[keep], limits[keep], n_finished[keep]
             new_scores, new_rows = new_scores[keep], new_rows[keep]
             new_tok, new_col = new_tok[keep], new_col[keep]
-            cache = decoder.reorder_cache(cache, (keep.unsqueeze(1) * k + beam_offsets).view(-1))
+            kept_rows = (keep.unsqueeze(1) * k + beam_offsets).view(-1)
+            cache = decoder.reorder_cache(cache, kept_rows)
+            if bias is not None:  # rows of one sentence share their bias: no reorder in-beam
+                bias = bias.index_select(0, kept_rows)
         rows = new_rows.view(-1)
         state = decoder.reorder_state(state, rows)
         if prefix_scorer is not None:

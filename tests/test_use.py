@@ -438,6 +438,34 @@ def test_sweep_variants_and_bad_grids(tmp_path: Path):
         assert bad.returncode == 2 and msg in bad.stderr, (args, bad.stderr)
 
 
+def test_shortlist_stage_cli_export_and_api_agree(ws: Path, tmp_path: Path):
+    """decode.shortlist: the decode stage, `seqpipe decode`, an exported file and the API give
+    the same output; only decode and score rerun. Restores the workspace's plain run after."""
+    sl = ["decode.shortlist=3", "decode.shortlist_frequent=20"]
+    try:
+        proc = run_cli("run", RECIPE, *TINY, *sl, cwd=ws, check=True)
+        assert "ran decode, score in" in proc.stderr  # nothing upstream reran
+        info = json.loads((_exp(ws) / "decode" / "decode.json").read_text())
+        assert (info["shortlist"], info["shortlist_frequent"]) == (3, 20)
+        stage = _stage_hyp(ws)
+        src = _exp(ws) / "prepare" / "test.src"
+        got = run_cli("decode", "exp/mt_small", str(src), cwd=ws, check=True).stdout
+        assert got.splitlines() == stage  # the exp's recipe carries the shortlist settings
+        out = tmp_path / "sl.spt"
+        run_cli("export", "exp/mt_small", "-o", str(out), cwd=ws, check=True)
+        assert torch.load(out, weights_only=True)["shortlist"]["starts"].dtype == torch.int32
+        from seqpipe import load_model
+
+        m = load_model(out)
+        assert m.translate(_test_src(ws)[:9]) == stage[:9]
+        off = m.translate(_test_src(ws), shortlist=0)
+        assert len(off) == len(stage)
+        with pytest.raises(ValueError, match="shortlist"):
+            m.translate(["a"], shortlist=101)
+    finally:
+        run_cli("run", RECIPE, *TINY, cwd=ws, check=True)  # cached: the plain decode again
+
+
 ASR_RECIPE = REPO / "recipes" / "asr_yesno.yaml"
 
 

@@ -181,25 +181,43 @@ class RecurrentDecoder(nn.Module):
         )
 
     def step(
-        self, prev_tokens: Tensor, state: DecoderState, cache: DecoderCache
+        self,
+        prev_tokens: Tensor,
+        state: DecoderState,
+        cache: DecoderCache,
+        output: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One decoding step.
 
         :param prev_tokens: batch, previous output tokens (BOS at the first step)
         :param state: from :meth:`init_state` or the previous step
         :param cache: from :meth:`prepare_cache` (rows aligned with ``prev_tokens``)
+        :param output: a vocabulary subset (lexical shortlist): ``(weight, bias)`` with the
+            output layer's rows for V' target ids (V' x hidden) and a batch x V' additive bias
+            (-inf masks a column for that row); the result then has V' columns
         :return: log-probs batch x vocab, new state, attention weights batch x src_len
         """
-        logits, state, weights = self.step_logits(prev_tokens, state, cache)
+        if output is None:
+            logits, state, weights = self.step_logits(prev_tokens, state, cache)
+        else:
+            logits, state, weights = self.step_logits(prev_tokens, state, cache, output)
         return F.log_softmax(logits, dim=-1), state, weights
 
     def step_logits(
-        self, prev_tokens: Tensor, state: DecoderState, cache: DecoderCache
+        self,
+        prev_tokens: Tensor,
+        state: DecoderState,
+        cache: DecoderCache,
+        output: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """:meth:`step` without the normalisation (for greedy search: same argmax)."""
         emb = self.emb_dropout(self.embedding(prev_tokens))  # batch x emb
         att_vector, state, weights = self._step(emb, state, cache)
-        logits = self.output_layer(self.out_dropout(att_vector))  # batch x vocab
+        if output is None:
+            logits = self.output_layer(self.out_dropout(att_vector))  # batch x vocab
+        else:  # bias + x W'^T in one BLAS call
+            weight, bias = output
+            logits = torch.addmm(bias.to(att_vector.dtype), self.out_dropout(att_vector), weight.t())
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()  # search scores accumulate in full precision
         return logits, state, weights

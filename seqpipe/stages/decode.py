@@ -3,6 +3,8 @@
 Output per split: ``{split}.hyp`` (detokenized best hypothesis, one line per input line, input
 order), ``{split}.nbest.tsv`` when ``decode.nbest > 1`` (line, rank, score, text), and
 ``decode.json`` with the settings, the checkpoint used and the speed (sentences/s).
+``decode.shortlist`` > 0 restricts each sentence's output vocabulary to a lexical shortlist
+built from the training split (:mod:`seqpipe.shortlist`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     search = "greedy" if cfg.search == "greedy" else "beam"
     if cfg.search not in ("beam", "greedy"):
         raise InputError(f"decode.search: {cfg.search} is for ASR; MT uses beam or greedy")
-    info: dict[str, Any] = {"checkpoint": cfg.checkpoint, "search": search, "splits": {}}
+    shortlist = None
+    if cfg.shortlist > 0:
+        from ..shortlist import LexicalShortlist
+
+        shortlist = LexicalShortlist.from_tokenized(
+            tok_dir, spec["src_vocab_size"], spec["tgt_vocab_size"]
+        )
+    info: dict[str, Any] = {"checkpoint": cfg.checkpoint, "search": search, "splits": {},
+                            "shortlist": cfg.shortlist, "shortlist_frequent": cfg.shortlist_frequent}
     for split in cfg.splits:
         if not (tok_dir / f"{split}.src.ids.npy").is_file():
             raise InputError(f"decode.splits: no split {split!r} in the data (see data.splits)")
@@ -44,7 +54,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         nb, secs = decode_id_seqs(
             model, seqs, search=search, beam_size=cfg.beam_size, alpha=cfg.alpha,
             max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, nbest=cfg.nbest,
-            batch_tokens=cfg.batch_tokens, device=device,
+            batch_tokens=cfg.batch_tokens, device=device, shortlist=shortlist,
+            shortlist_k=cfg.shortlist, shortlist_frequent=cfg.shortlist_frequent,
         )
         best = tok.decode_tgt([h[0][0] if h else [] for h in nb])
         write_lines(ctx.out / f"{split}.hyp", best)
