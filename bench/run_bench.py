@@ -11,7 +11,8 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
   padding, bookkeeping included) for ``--steps`` updates: real source+target tokens/s
   (EOS counted, padding not), peak RSS.
 * ``decode_beam5`` / ``decode_greedy``: the decode stage on test_2016_flickr (1,000 sentences)
-  with the fast model: sentences/s of the decoding loop, peak RSS.
+  with the fast model: sentences/s of the decoding loop, peak RSS; ``*_shortlist``: the same
+  with a lexical shortlist (``decode.shortlist=10``, 300 frequent pieces) and its BLEU.
 * ``asr_*`` (``--parts`` with ``asr``): recipes/asr_small.yaml (FSDD connected digits, joint
   CTC/attention): the features stage (× real time: audio seconds, every speed-perturbed copy
   included, per wall second, with ``features.workers`` processes), training for
@@ -184,8 +185,11 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     fast = [*common, *VARIANTS["train_fast"]]
     if budget_min:
         fast += [f"train.max_minutes={budget_min}", "train.max_steps=null"]
+    shortlist = ["decode.shortlist=10", "decode.shortlist_frequent=300"]
     for name, ov in {"decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
-                     "decode_greedy": ["decode.search=greedy"]}.items():
+                     "decode_greedy": ["decode.search=greedy"],
+                     "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *shortlist],
+                     "decode_greedy_shortlist": ["decode.search=greedy", *shortlist]}.items():
         d, sc, rss = decode_and_score(RECIPE, [*fast, *ov, "decode.checkpoint=last"], ws, env, name)
         res[name] = {"sent_per_s": d["sentences_per_second"], "seconds": d["seconds"],
                      "peak_rss_mib": rss, "bleu": sc["bleu"]["score"],
@@ -210,7 +214,9 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     if jt:
         ratios["train_fast_vs_joey"] = round(res["train_fast"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
         ratios["train_input_feeding_vs_joey"] = round(res["train_input_feeding"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
-    for ours, theirs in (("decode_beam5", "beam5_sent_per_s"), ("decode_greedy", "greedy_sent_per_s")):
+    for ours, theirs in (("decode_beam5", "beam5_sent_per_s"), ("decode_greedy", "greedy_sent_per_s"),
+                         ("decode_beam5_shortlist", "beam5_sent_per_s"),
+                         ("decode_greedy_shortlist", "greedy_sent_per_s")):
         if joey.get(theirs):
             ratios[f"{ours}_vs_joey"] = round(res[ours]["sent_per_s"] / float(joey[theirs]), 2)  # type: ignore[index]
     res["ratios"] = ratios

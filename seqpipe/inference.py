@@ -58,8 +58,9 @@ def decode_id_seqs(
     shortlist_frequent: int = 300,
 ) -> tuple[list[list[tuple[list[int], float]]], float]:
     """Decode source id sequences (without EOS); returns n-best lists in input order and the
-    decoding wall time in seconds. Inputs are length-sorted into token batches; empty inputs
-    decode to an empty output. ``shortlist`` with ``shortlist_k`` > 0: restrict each
+    decoding wall time in seconds. Inputs are length-sorted into batches of ``batch_tokens``
+    source tokens (beam search: ``batch_tokens / beam_size``); empty inputs decode to an
+    empty output. ``shortlist`` with ``shortlist_k`` > 0: restrict each
     sentence's output vocabulary (:mod:`seqpipe.shortlist`)."""
     from .search import beam_search, greedy_search
     from .stages.train import pad_batch
@@ -69,7 +70,11 @@ def decode_id_seqs(
     lens = np.array([len(seqs[i]) + 1 for i in todo], dtype=np.int64)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for batch in decode_batches(lens, max_tokens=batch_tokens):
+        beam = not (search == "greedy" or (beam_size == 1 and nbest == 1))
+        # a beam batch holds beam_size rows per sentence: keep the rows per step near what a
+        # greedy batch of batch_tokens has (measured on CPU: large beam batches run slower)
+        per_batch = max(1, batch_tokens // beam_size) if beam else batch_tokens
+        for batch in decode_batches(lens, max_tokens=per_batch):
             idx = todo[batch]
             src, src_len = pad_batch([np.asarray(seqs[i]) for i in idx], suffix=EOS_ID)
             src = src.to(device)
@@ -77,7 +82,7 @@ def decode_id_seqs(
             if shortlist is not None and shortlist_k > 0:
                 vocab = shortlist.subset([seqs[i] for i in idx], shortlist_k, shortlist_frequent,
                                          device)
-            if search == "greedy" or (beam_size == 1 and nbest == 1):
+            if not beam:
                 hyps = greedy_search(model, src, src_len, max_len_a, max_len_b, vocab=vocab)
                 res = [[(h, 0.0)] for h in hyps]
             else:
