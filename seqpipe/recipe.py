@@ -212,6 +212,9 @@ class TrainConfig(Section):
     keep_best: int = Field(3, ge=1)
     average_last: int = Field(0, ge=0, description="average the k best checkpoints at the end")
     max_nan_batches: int = Field(20, ge=0)
+    sortagrad: int = Field(
+        0, ge=0, description="curriculum: the first N epochs take their batches shortest first"
+    )
     spec_augment: bool = True
     log_every: int = _nokey(50, "log a line every N updates")
     progress: bool = _nokey(True, "show a progress bar")

@@ -38,12 +38,20 @@ def train_batches(
     seed: int,
     epoch: int,
     pool_batches: int = 100,
+    shortest_first: bool = False,
 ) -> list[np.ndarray]:
-    """Batches of sentence indices for one epoch (deterministic in seed and epoch)."""
+    """Batches of sentence indices for one epoch (deterministic in seed and epoch).
+
+    ``shortest_first`` (a curriculum, SortaGrad of Deep Speech 2): the whole epoch sorted by
+    length and its batches taken shortest first instead of shuffled.
+    """
     n = len(src_len)
     rng = np.random.default_rng([seed, epoch])
     perm = rng.permutation(n)
     cost = src_len.astype(np.int64) + tgt_len.astype(np.int64) + 1  # + EOS
+    if shortest_first:
+        key = src_len[perm].astype(np.int64) * 4096 + tgt_len[perm]
+        return _cut(perm[np.argsort(key, kind="stable")], cost, max_tokens, max_sentences)
     mean = max(1.0, float(cost.mean())) if n else 1.0
     pool = max(1, int(pool_batches * max_tokens / mean))
     batches: list[np.ndarray] = []

@@ -133,6 +133,7 @@ class MTTask:
         return train_batches(
             self.src_len, self.tgt_len, max_tokens=self.cfg.max_tokens,
             max_sentences=self.cfg.max_sentences, seed=self.recipe.seed, epoch=epoch,
+            shortest_first=epoch < self.cfg.sortagrad,  # epoch counts from 0
         )
 
     def _resample(self, epoch: int, alpha: float) -> None:

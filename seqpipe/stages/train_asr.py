@@ -143,6 +143,7 @@ class ASRTask:
         return train_batches(
             self.frames, self.tgt_len, max_tokens=self.cfg.max_tokens,
             max_sentences=self.cfg.max_sentences, seed=self.recipe.seed, epoch=epoch,
+            shortest_first=epoch < self.cfg.sortagrad,  # epoch counts from 0
         )
 
     def _feats(self, store: Any, i: int) -> np.ndarray:
