@@ -176,6 +176,9 @@ class ModelConfig(Section):
     # pyramidal BiLSTM encoder (x2 per layer, up to x4); none
     subsampling: Literal["conv2d", "conv2d8", "pyramid", "none"] = "conv2d"
     conv_channels: int = Field(32, ge=1)
+    frontend_norm: bool = Field(
+        False, description="ASR: LayerNorm on the conv front end's output frames"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from seqpipe.models.seq2seq import Seq2Seq, build_model
 ARCHS = ("attention", "ctc", "ctc_attention")
 SUBSAMPLING = ("conv2d", "conv2d8", "pyramid", "none")
 # keys of the recipe's model: section that are not build_model() arguments
-ASR_KEYS = ("arch", "subsampling", "conv_channels")
+ASR_KEYS = ("arch", "subsampling", "conv_channels", "frontend_norm")
 
 
 class StackedFrontend(nn.Module):
@@ -116,6 +116,7 @@ def model_spec(model_cfg: dict[str, Any], input_size: int, tgt_vocab_size: int) 
         "arch": model_cfg["arch"],
         "subsampling": model_cfg["subsampling"],
         "conv_channels": model_cfg["conv_channels"],
+        "frontend_norm": bool(model_cfg.get("frontend_norm", False)),
         "kwargs": kwargs,
         "input_size": input_size,
         "tgt_vocab_size": tgt_vocab_size,
@@ -135,7 +136,7 @@ def build_asr_model(spec: dict[str, Any]) -> ASRModel:
     if sub in ("conv2d", "conv2d8"):
         frontend = Conv2dSubsampling(
             input_size, spec["conv_channels"], output_size=kw.get("emb_size", 256),
-            dropout=kw.get("dropout", 0.0),
+            dropout=kw.get("dropout", 0.0), norm=bool(spec.get("frontend_norm", False)),
         )
         if sub == "conv2d8":
             frontend = StackedFrontend(frontend)

@@ -20,12 +20,12 @@ from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, IdArray, Tokenizer
 from ..pipeline import StageContext
 from ..recipe import ModelConfig, Recipe
 
-# keys of model: that the attention encoder-decoder builder does not take
-_NOT_BUILDER_KEYS = ("arch", "subsampling", "conv_channels")
-
 
 def model_kwargs(cfg: ModelConfig) -> dict[str, Any]:
-    return {k: v for k, v in cfg.model_dump().items() if k not in _NOT_BUILDER_KEYS}
+    """The model: keys that the attention encoder-decoder builder takes (not the ASR ones)."""
+    from ..models.asr import ASR_KEYS
+
+    return {k: v for k, v in cfg.model_dump().items() if k not in ASR_KEYS}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
