@@ -201,6 +201,35 @@ def test_conv2d_subsampling_lengths_and_batch_independence() -> None:
         sub(torch.randn(1, 6, 80), torch.tensor([6]))
 
 
+def test_conv2d_frontend_norm() -> None:
+    """frontend_norm: each output frame normalised (the default front end's frames are small);
+    padding stays zero; a spec without the key (older model.json) builds without the norm."""
+    from seqpipe.models.asr import build_asr_model, model_spec
+
+    torch.manual_seed(0)
+    x, lengths = torch.randn(2, 60, 40), torch.tensor([60, 30])
+    plain = Conv2dSubsampling(input_size=40, channels=8, output_size=32).eval()
+    normed = Conv2dSubsampling(input_size=40, channels=8, output_size=32, norm=True).eval()
+    normed.load_state_dict(plain.state_dict(), strict=False)  # same conv and linear weights
+    with torch.no_grad():
+        y0, n = plain(x, lengths)
+        y1, _ = normed(x, lengths)
+    assert float(y0[0].detach().std()) < 0.5  # why the option exists
+    real = y1[0, : n[0]]
+    torch.testing.assert_close(real.mean(-1), torch.zeros(n[0].item()), atol=1e-5, rtol=0)
+    torch.testing.assert_close(real.std(-1, unbiased=False), torch.ones(n[0].item()), atol=1e-3, rtol=0)
+    assert (y1[1, n[1] :] == 0).all()
+    cfg = dict(arch="attention", cell="gru", emb_size=32, hidden_size=16, enc_layers=1,
+               dec_layers=1, bidirectional=True, attention="location", luong_score="general",
+               input_feeding=True, bridge=True, dropout=0.0, tied_embeddings=False,
+               subsampling="conv2d", conv_channels=8, frontend_norm=True)
+    spec = model_spec(cfg, 40, 12)
+    assert spec["frontend_norm"] is True and "frontend_norm" not in spec["kwargs"]
+    assert build_asr_model(spec).encoder.frontend.norm is not None
+    del spec["frontend_norm"]
+    assert build_asr_model(spec).encoder.frontend.norm is None
+
+
 def test_pyramidal_reduce_and_encoder() -> None:
     torch.manual_seed(0)
     x = torch.arange(2 * 5 * 2, dtype=torch.float).reshape(2, 5, 2)
