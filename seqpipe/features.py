@@ -138,14 +138,48 @@ def _speed_prefix(utt_id: str, speed: float) -> str:
     return utt_id if speed == 1.0 else f"sp{speed:g}-{utt_id}"
 
 
+def _copy_uniform(utt_id: str, seed: int, salt: str = "") -> float:
+    """A number in [0, 1) that is a pure function of (seed, copy id, salt): augmentation
+    draws that a recomputation (or a resumed run) reproduces exactly."""
+    digest = hashlib.sha256(f"{seed}:{salt}{utt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 def vtlp_factor(utt_id: str, seed: int, max_warp: float) -> float:
     """The VTLP warp factor of the copy ``utt_id``: uniform in ``[1 - max_warp, 1 + max_warp]``,
     a pure function of (seed, id) so a recomputation gives the same features."""
     if max_warp <= 0:
         return 1.0
-    digest = hashlib.sha256(f"{seed}:{utt_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
-    return round(1.0 - max_warp + 2.0 * max_warp * u, 4)
+    return round(1.0 - max_warp + 2.0 * max_warp * _copy_uniform(utt_id, seed), 4)
+
+
+def noise_snr_db(utt_id: str, seed: int, snr_range: Sequence[float] | None) -> float | None:
+    """The noise level of the copy ``utt_id`` in dB below its loudest 25 ms frame, uniform in
+    ``snr_range`` (a pure function of (seed, id)); None when noise augmentation is off."""
+    if not snr_range:
+        return None
+    lo, hi = float(snr_range[0]), float(snr_range[1])
+    return round(lo + (hi - lo) * _copy_uniform(utt_id, seed, "noise:"), 2)
+
+
+def add_noise(wave: np.ndarray, sr: int, snr_db: float, rng_key: str) -> np.ndarray:
+    """Add white Gaussian noise ``snr_db`` below the power of the loudest 25 ms frame
+    (hop 10 ms) of ``wave``: a background floor whose level relative to the speech varies
+    from copy to copy, as it does from one recording set-up to another. The noise is drawn
+    from a generator seeded by ``rng_key``, so the result is reproducible."""
+    n, hop = int(sr * FRAME_LENGTH_MS / 1000), int(sr * FRAME_SHIFT_MS / 1000)
+    x = wave.astype(np.float64)
+    if len(x) < n:
+        peak = float(np.mean(x * x)) if len(x) else 0.0
+    else:
+        csum = np.concatenate([[0.0], np.cumsum(x * x)])
+        starts = np.arange(0, len(x) - n + 1, hop)
+        peak = float(((csum[starts + n] - csum[starts]) / n).max())
+    if peak <= 0.0:
+        return wave
+    seed = int.from_bytes(hashlib.sha256(rng_key.encode()).digest()[:8], "big")
+    noise = np.random.default_rng(seed).standard_normal(len(x))
+    return (x + noise * np.sqrt(peak * 10.0 ** (-snr_db / 10.0))).astype(np.float32)
 
 
 _WORKER_FEATS: np.memmap | None = None
@@ -162,8 +196,10 @@ def _worker_compute(job: tuple) -> tuple[int, int, np.ndarray, np.ndarray]:
 
     :return: (job index, frames written, per-bin sum, per-bin sum of squares) (float64)
     """
-    index, path, speed, warp, offset, expected, sample_rate, num_mel_bins = job
+    index, path, speed, warp, snr, noise_key, offset, expected, sample_rate, num_mel_bins = job
     wave = load_wave(path, sample_rate, speed)
+    if snr is not None:
+        wave = add_noise(wave, sample_rate, snr, noise_key)
     feats = fbank(wave, sample_rate, num_mel_bins, warp).numpy()
     if feats.shape[0] != expected:
         raise RuntimeError(f"{path}: {feats.shape[0]} frames, {expected} predicted from the header")
@@ -186,6 +222,7 @@ def compute_features_parallel(
     mp_context: str | None = None,
     vtlp: float = 0.0,
     seed: int = 0,
+    noise_snr: Sequence[float] | None = None,
 ) -> FeatureStore:
     """Compute fbank features for all utterances into one float16 memory-mapped array.
 
@@ -206,23 +243,29 @@ def compute_features_parallel(
     :param progress: tqdm progress bar on stderr
     :param vtlp: > 0 warps each copy's filterbank by its own factor in ``[1-vtlp, 1+vtlp]``
         (:func:`vtlp_factor` of ``seed`` and the copy's id; recorded in the index as ``warps``)
+    :param noise_snr: ``[lo, hi]`` dB: each copy gets white noise at its own level in that
+        range below its loudest frame (:func:`add_noise`; recorded as ``noise_snrs``)
     :return: the :class:`FeatureStore` reading ``out_dir``
     :raises AudioError: an audio file is missing or unreadable (names the file)
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     utt_ids: list[str] = []
-    jobs_meta: list[tuple[str, float, float, int]] = []  # (path, speed, warp, frames)
+    # (path, speed, warp, noise snr, frames)
+    jobs_meta: list[tuple[str, float, float, float | None, int]] = []
     for u in utterances:
         num_samples, file_sr = audio_info(u.path)
         for speed in speeds:
             n = _num_samples_after(num_samples, file_sr, sample_rate, float(speed))
             utt_ids.append(_speed_prefix(u.utt_id, float(speed)))
             warp = vtlp_factor(utt_ids[-1], seed, vtlp)
-            jobs_meta.append((u.path, float(speed), warp, num_fbank_frames(n, sample_rate)))
+            snr = noise_snr_db(utt_ids[-1], seed, noise_snr)
+            jobs_meta.append(
+                (u.path, float(speed), warp, snr, num_fbank_frames(n, sample_rate))
+            )
     if len(set(utt_ids)) != len(utt_ids):
         raise ValueError("compute_features_parallel: duplicate utterance ids")
-    lengths = np.array([m[3] for m in jobs_meta], dtype=np.int64)
+    lengths = np.array([m[4] for m in jobs_meta], dtype=np.int64)
     offsets = np.zeros(len(lengths), dtype=np.int64)
     if len(lengths) > 1:
         offsets[1:] = np.cumsum(lengths)[:-1]
@@ -233,8 +276,9 @@ def compute_features_parallel(
         feats_path, mode="w+", dtype=np.float16, shape=(total, num_mel_bins)
     ).flush()
     jobs = [
-        (i, path, speed, warp, int(offsets[i]), int(lengths[i]), sample_rate, num_mel_bins)
-        for i, (path, speed, warp, _) in enumerate(jobs_meta)
+        (i, path, speed, warp, snr, f"{seed}:{utt_ids[i]}", int(offsets[i]), int(lengths[i]),
+         sample_rate, num_mel_bins)
+        for i, (path, speed, warp, snr, _) in enumerate(jobs_meta)
     ]
     total_sum = np.zeros(num_mel_bins)
     total_sq = np.zeros(num_mel_bins)
@@ -283,6 +327,7 @@ def compute_features_parallel(
         "lengths": lengths.tolist(),
         "speeds": [m[1] for m in jobs_meta],
         "warps": [m[2] for m in jobs_meta],
+        "noise_snrs": [m[3] for m in jobs_meta],
     }
     tmp = out_dir / (INDEX_FILE + ".tmp")
     tmp.write_text(json.dumps(index))

@@ -150,6 +150,17 @@ class FeaturesConfig(Section):
         0.0, ge=0, lt=0.5,
         description="VTLP: warp each training copy's filterbank by a factor in [1-v, 1+v]",
     )
+    noise_snr: tuple[float, float] | None = Field(
+        None,
+        description="[lo, hi] dB: white noise this far below each training copy's loudest "
+        "frame, a level per copy drawn uniformly (null = off)",
+    )
+
+    @model_validator(mode="after")
+    def _noise_range(self) -> "FeaturesConfig":
+        if self.noise_snr is not None and self.noise_snr[0] > self.noise_snr[1]:
+            raise ValueError(f"noise_snr: [lo, hi] needs lo <= hi, got {list(self.noise_snr)}")
+        return self
     workers: int = _nokey(2, "feature extraction worker processes")
 
 

@@ -52,7 +52,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     sr = recipe.data.sample_rate
     stats: dict[str, Any] = {
         "num_mel_bins": cfg.num_mel_bins, "sample_rate": sr, "speed_perturb": speeds,
-        "vtlp": cfg.vtlp, "cmvn": cfg.cmvn, "splits": {},
+        "vtlp": cfg.vtlp, "noise_snr": cfg.noise_snr, "cmvn": cfg.cmvn, "splits": {},
     }
     progress = sys.stderr.isatty()
     for split in splits:
@@ -64,6 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             num_mel_bins=cfg.num_mel_bins, speeds=split_speeds,
             compute_cmvn=cfg.cmvn and split == "train", progress=progress, desc=f"fbank {split}",
             vtlp=cfg.vtlp if split == "train" else 0.0, seed=recipe.seed,
+            noise_snr=cfg.noise_snr if split == "train" else None,
         )
         secs = time.perf_counter() - t0
         empty = int((store.lengths == 0).sum())
