@@ -157,7 +157,7 @@ class FeaturesConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _noise_range(self) -> "FeaturesConfig":
+    def _noise_range(self) -> FeaturesConfig:
         if self.noise_snr is not None and self.noise_snr[0] > self.noise_snr[1]:
             raise ValueError(f"noise_snr: [lo, hi] needs lo <= hi, got {list(self.noise_snr)}")
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -33,9 +34,11 @@ from seqpipe.data.audio import AudioError, read_audio
 from seqpipe.features import (
     FeatureStore,
     SpecAugment,
+    add_noise,
     compute_features_parallel,
     fbank,
     load_wave,
+    noise_snr_db,
     num_fbank_frames,
     speed_perturb,
 )
@@ -158,6 +161,34 @@ def test_feature_store_parallel_equals_serial(data: Path, tmp_path: Path) -> Non
 
     again = pickle.loads(pickle.dumps(FeatureStore(tmp_path / "par")))
     assert again._feats is None and np.array_equal(again[2], par[2])
+
+
+def test_noise_augmentation_level_and_reproducibility(data: Path, tmp_path: Path) -> None:
+    sr = 8000
+    loud = np.zeros(sr, np.float32)
+    loud[: sr // 2] = 0.5 * np.sin(np.arange(sr // 2) * 0.3)  # peak frame power 0.125
+    noisy = add_noise(loud, sr, 20.0, "k")
+    tail = (noisy - loud)[sr // 2 :]
+    assert abs(np.mean(tail * tail) / 0.125 - 0.01) < 0.001  # 20 dB below the loudest frame
+    assert np.array_equal(add_noise(loud, sr, 20.0, "k"), noisy)
+    assert not np.array_equal(add_noise(loud, sr, 20.0, "other"), noisy)
+    assert not add_noise(np.zeros(100, np.float32), sr, 20.0, "k").any()  # silence stays silent
+    assert noise_snr_db("a", 1, None) is None
+    draws = [noise_snr_db(f"u{i}", 1, (10, 30)) for i in range(200)]
+    assert 10 <= min(draws) < 12 and 28 < max(draws) <= 30
+    assert noise_snr_db("u1", 1, (10, 30)) == draws[1] != noise_snr_db("u1", 2, (10, 30))
+    # in the store: each copy its own recorded level; a recomputation is identical
+    utts = load_yesno(data, "test")[:2]
+    kw = dict(num_workers=0, sample_rate=8000, speeds=(1.0, 1.1), progress=False, seed=3)
+    a = compute_features_parallel(utts, tmp_path / "a", noise_snr=(10, 30), **kw)
+    compute_features_parallel(utts, tmp_path / "b", noise_snr=(10, 30), **kw)
+    clean = compute_features_parallel(utts, tmp_path / "c", **kw)
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert index["noise_snrs"] == [noise_snr_db(u, 3, (10, 30)) for u in a.utt_ids]
+    assert json.loads((tmp_path / "c" / "index.json").read_text())["noise_snrs"] == [None] * 4
+    assert np.array_equal(np.load(tmp_path / "a" / "feats.npy"), np.load(tmp_path / "b" / "feats.npy"))
+    # noise fills the quiet bins: the lowest filterbank energies rise
+    assert np.percentile(a[0], 5) > np.percentile(clean[0], 5) + 1.0
 
 
 def test_spec_augment_honours_lengths() -> None:
