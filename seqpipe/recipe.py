@@ -178,6 +178,12 @@ class ModelConfig(Section):
     bidirectional: bool = True
     attention: Literal["bahdanau", "luong", "location"] = "bahdanau"
     luong_score: Literal["general", "dot"] = "general"
+    attention_query: Literal["auto", "previous", "current"] = Field(
+        "auto",
+        description="previous: the previous state queries, the context feeds the RNN "
+        "(Bahdanau); current: the RNN's new state queries (Luong, Joey NMT); auto: previous "
+        "for bahdanau/location, current for luong",
+    )
     input_feeding: bool = True
     bridge: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)

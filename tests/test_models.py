@@ -208,6 +208,7 @@ def tiny_model(
     bridge: bool = True,
     layers: int = 2,
     seed: int = 0,
+    attention_query: str = "auto",
 ) -> Seq2Seq:
     torch.manual_seed(seed)
     return build_model(
@@ -224,6 +225,7 @@ def tiny_model(
         dropout=0.1,
         src_vocab_size=VOCAB,
         tgt_vocab_size=VOCAB,
+        attention_query=attention_query,
     )
 
 
@@ -255,6 +257,33 @@ def test_forward_equals_step(
         stepped = step_by_step_log_probs(model, src, lengths, tgt_in)
     assert logits.shape == (len(LENGTHS), 6, VOCAB)
     torch.testing.assert_close(F.log_softmax(logits, dim=-1), stepped, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "attention,query,input_feeding,rnn_input",
+    [
+        ("bahdanau", "current", True, 6 + 8),  # Joey NMT's order: emb + attentional vector
+        ("bahdanau", "current", False, 6),
+        ("bahdanau", "previous", True, 6 + 16 + 8),  # + the context (encoder size 16)
+        ("luong", "previous", False, 6 + 16),  # not the fast path any more
+        ("location", "current", True, 6 + 8),
+    ],
+)
+def test_attention_query_order(attention: str, query: str, input_feeding: bool, rnn_input: int):
+    model = tiny_model("gru", attention, "general", input_feeding, attention_query=query).eval()
+    dec = model.decoder
+    assert dec.attend_first == (query == "previous") and not dec.fast_path
+    assert dec.rnn.input_size == rnn_input
+    src, lengths = random_source(LENGTHS)
+    tgt_in = random_target(len(LENGTHS), 6)
+    with torch.no_grad():
+        logits = model(src, lengths, tgt_in)
+        stepped = step_by_step_log_probs(model, src, lengths, tgt_in)
+        alone = model(src[:1, : int(lengths[0])], lengths[:1], tgt_in[:1])
+    torch.testing.assert_close(F.log_softmax(logits, dim=-1), stepped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[:1], alone, rtol=1e-5, atol=1e-5)  # batch-independent
+    with pytest.raises(ValueError, match="attention_query"):
+        tiny_model(attention_query="sideways")
 
 
 @pytest.mark.parametrize("bridge", [True, False])

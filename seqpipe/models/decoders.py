@@ -72,6 +72,7 @@ class RecurrentDecoder(nn.Module):
         bridge: bool = True,
         dropout: float = 0.0,
         tied_embeddings: bool = False,
+        attention_query: str = "auto",
     ) -> None:
         """
         :param cell: ``gru``, ``lstm``, ``rnn_tanh`` or ``rnn_relu``
@@ -86,6 +87,10 @@ class RecurrentDecoder(nn.Module):
         :param bridge: initial state ``tanh(Linear(encoder final hidden))``, else zeros
         :param dropout: on embeddings, before the output layer and between RNN layers
         :param tied_embeddings: output projection shares the target embedding weight
+        :param attention_query: ``previous``: the previous decoder state queries the attention
+            and the context is part of the RNN input (Bahdanau et al. 2015); ``current``: the
+            RNN runs first and its new state queries (Luong et al. 2015; Joey NMT's order for
+            both kinds); ``auto``: previous for bahdanau/location, current for luong
         """
         super().__init__()
         if attention not in ATTENTION_KINDS:
@@ -98,8 +103,13 @@ class RecurrentDecoder(nn.Module):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.vocab_size = vocab_size
-        # bahdanau/location: attention before the RNN, context is part of the RNN input
-        self.attend_first = attention in ("bahdanau", "location")
+        if attention_query not in ("auto", "previous", "current"):
+            raise ValueError(f"unknown attention_query {attention_query!r}")
+        # attention before the RNN (context is part of the RNN input) or after it
+        if attention_query == "auto":
+            self.attend_first = attention in ("bahdanau", "location")
+        else:
+            self.attend_first = attention_query == "previous"
 
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=PAD_ID)
         self.emb_dropout = nn.Dropout(dropout)
@@ -134,7 +144,7 @@ class RecurrentDecoder(nn.Module):
     @property
     def fast_path(self) -> bool:
         """True when training runs the RNN and attention over all steps at once."""
-        return self.attention_kind == "luong" and not self.input_feeding
+        return self.attention_kind == "luong" and not self.input_feeding and not self.attend_first
 
     # ----------------------------------------------------------------- search interface
     def prepare_cache(self, enc: EncoderOutput) -> DecoderCache:
@@ -247,7 +257,9 @@ class RecurrentDecoder(nn.Module):
         output, hidden = self.rnn(rnn_input, state.hidden)
         output = output.squeeze(1)  # batch x hidden
         if not self.attend_first:
-            context, weights = self.attention(output, cache.keys, cache.values, cache.mask)
+            context, weights = self.attention(
+                output, cache.keys, cache.values, cache.mask, state.attn_weights
+            )
         att_vector = torch.tanh(self.att_vector_layer(torch.cat([output, context], dim=-1)))
         new_state = DecoderState(
             hidden=hidden,
@@ -300,6 +312,7 @@ class RecurrentDecoder(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"attention={self.attention_kind}, input_feeding={self.input_feeding}, "
+            f"attention={self.attention_kind}, attend_first={self.attend_first}, "
+            f"input_feeding={self.input_feeding}, "
             f"fast_path={self.fast_path}"
         )

@@ -51,6 +51,7 @@ def build_model(
     bridge: bool = True,
     dropout: float = 0.3,
     tied_embeddings: bool = False,
+    attention_query: str = "auto",
     src_vocab_size: int | None = None,
     tgt_vocab_size: int,
     input_size: int | None = None,
@@ -91,6 +92,7 @@ def build_model(
         bridge=bridge,
         dropout=dropout,
         tied_embeddings=tied_embeddings,
+        attention_query=attention_query,
     )
     return Seq2Seq(encoder, decoder)
 
