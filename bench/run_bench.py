@@ -9,7 +9,10 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
   uses (seqpipe/runtime.py), since both bound us on this machine.
 * ``train_input_feeding`` / ``train_fast``: seqpipe's train stage end to end (data pipeline,
   padding, bookkeeping included) for ``--steps`` updates: real source+target tokens/s
-  (EOS counted, padding not), peak RSS.
+  (EOS counted, padding not), peak RSS. Input feeding is Bahdanau attention queried by the
+  new decoder state (``model.attention_query=current``), as Joey NMT and the ceiling do;
+  ``train_input_feeding_previous_query`` is the Bahdanau et al. order (context into the RNN,
+  a larger RNN input), reported for reference.
 * ``decode_beam5`` / ``decode_greedy``: the decode stage on test_2016_flickr (1,000 sentences)
   with the fast model: sentences/s of the decoding loop, peak RSS; ``*_shortlist``: the same
   with a lexical shortlist (``decode.shortlist=10``, 300 frequent pieces) and its BLEU.
@@ -56,8 +59,17 @@ COMMON = [
     "train.max_minutes=null", "train.progress=false", "train.log_every=20",
 ]
 VARIANTS = {
-    "train_input_feeding": ["model.attention=bahdanau", "model.input_feeding=true"],
+    # Joey NMT's decoder (and the ceiling's) steps the RNN first and lets its new state query
+    # the Bahdanau attention: attention_query=current is the matching model
+    "train_input_feeding": [
+        "model.attention=bahdanau", "model.attention_query=current", "model.input_feeding=true",
+    ],
     "train_fast": ["model.attention=luong", "model.input_feeding=false"],
+    # Bahdanau et al.'s order (our default for bahdanau): the context is also an RNN input,
+    # a larger model than Joey's; reported, not compared
+    "train_input_feeding_previous_query": [
+        "model.attention=bahdanau", "model.attention_query=previous", "model.input_feeding=true",
+    ],
 }
 
 
