@@ -536,8 +536,10 @@ class Model:
 
             if self.source.bundle is not None:
                 if "shortlist" not in self.source.bundle:
-                    raise InputError(f"{self.source.description}: exported without a shortlist "
-                                     "table (export it again with this version of seqpipe)")
+                    raise InputError(
+                        f"{self.source.description}: exported without a shortlist "
+                        "table (export it again with this version of seqpipe)"
+                    )
                 self._shortlist = LexicalShortlist.from_tensors(self.source.bundle["shortlist"])
             else:
                 assert self.source.tok_dir is not None

@@ -72,7 +72,9 @@ def resolve_search(search: str, arch: str) -> str:
 
 def check_search(search: str, arch: str) -> None:
     if search not in SEARCH_ARCHS:
-        raise InputError(f"decode.search: {search} is for MT; ASR uses {', '.join(SEARCH_ARCHS)} or auto")
+        raise InputError(
+            f"decode.search: {search} is for MT; ASR uses {', '.join(SEARCH_ARCHS)} or auto"
+        )
     if arch not in SEARCH_ARCHS[search]:
         raise InputError(
             f"decode.search: {search} needs model.arch {' or '.join(SEARCH_ARCHS[search])}, "
@@ -132,8 +134,15 @@ def transcribe(
             else:
                 scorer = CTCSearchScorer(model.ctc_head) if search == "joint" else None
                 res = beam_search(
-                    model, x, x_len, beam_size=beam_size, alpha=alpha, max_len_a=max_len_a,
-                    max_len_b=max_len_b, nbest=nbest, prefix_scorer=scorer,
+                    model,
+                    x,
+                    x_len,
+                    beam_size=beam_size,
+                    alpha=alpha,
+                    max_len_a=max_len_a,
+                    max_len_b=max_len_b,
+                    nbest=nbest,
+                    prefix_scorer=scorer,
                     ctc_weight=ctc_weight if scorer is not None else 0.0,
                 )
             for i, r in zip(idx, res, strict=True):
@@ -151,9 +160,15 @@ def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | 
     from .features import load_cmvn
 
     feat_dir = Path(feat_dir)
-    norm = json.loads((feat_dir / "norm.json").read_text()) if (feat_dir / "norm.json").is_file() else {}
+    norm = (
+        json.loads((feat_dir / "norm.json").read_text())
+        if (feat_dir / "norm.json").is_file()
+        else {}
+    )
     cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
-    utterance = "meanvar" if norm.get("utterance_cvn") else "mean" if norm.get("utterance_cmn") else "none"
+    utterance = (
+        "meanvar" if norm.get("utterance_cvn") else "mean" if norm.get("utterance_cmn") else "none"
+    )
     return cmvn, utterance
 
 
@@ -184,6 +199,8 @@ def feature_normalizer(feat_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
     return make_normalizer(*read_normalization(feat_dir))
 
 
-def feature_loader(store: Any, normalize: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], np.ndarray]:
+def feature_loader(
+    store: Any, normalize: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[int], np.ndarray]:
     """``i -> normalize(store[i])`` (float32)."""
     return lambda i: normalize(store[i])

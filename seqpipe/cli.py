@@ -52,7 +52,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001 - the promise is one line unless --debug
             if debug:
                 raise
-            click.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+            click.echo(
+                f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True
+            )
             sys.exit(1)
 
     return wrapper
@@ -113,7 +115,9 @@ def run(
 
     t0 = time.perf_counter()
     r = _load(recipe, overrides)
-    pipe = Pipeline(r, workspace, debug=bool(click.get_current_context().find_root().params["debug"]))
+    pipe = Pipeline(
+        r, workspace, debug=bool(click.get_current_context().find_root().params["debug"])
+    )
     done = pipe.run(only=only, start=start, stop=stop, force=force, wait=wait)
     ran = pipe.ran
     if "score" in done:
@@ -182,29 +186,65 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".mp3", ".opus", ".aiff", ".a
 
 def _decode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write here (default: stdout)."),
-        click.option("--beam", type=int, help="Beam size (default: the recipe's decode.beam_size)."),
-        click.option("--nbest", type=int, default=1, show_default=True,
-                     help="Output the N best: lines LINE<TAB>RANK<TAB>SCORE<TAB>TEXT."),
-        click.option("--search", help="beam | greedy (MT); ctc_greedy | ctc_beam | joint | beam | "
-                     "greedy (ASR). Default: the recipe's decode.search."),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write here (default: stdout).",
+        ),
+        click.option(
+            "--beam", type=int, help="Beam size (default: the recipe's decode.beam_size)."
+        ),
+        click.option(
+            "--nbest",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Output the N best: lines LINE<TAB>RANK<TAB>SCORE<TAB>TEXT.",
+        ),
+        click.option(
+            "--search",
+            help="beam | greedy (MT); ctc_greedy | ctc_beam | joint | beam | "
+            "greedy (ASR). Default: the recipe's decode.search.",
+        ),
         click.option("--alpha", type=float, help="GNMT length penalty (default: the recipe's)."),
-        click.option("--batch-tokens", type=int,
-                     help="Source tokens (ASR: frames) per batch (default: the recipe's)."),
-        click.option("--shortlist", type=int, metavar="K",
-                     help="MT: decode over a lexical shortlist, K target candidates per source "
-                     "piece plus the frequent ones (0 = off; default: the recipe's)."),
-        click.option("--checkpoint", type=click.Choice(["best", "last", "averaged"]),
-                     help="Which weights (default: the recipe's decode.checkpoint)."),
+        click.option(
+            "--batch-tokens",
+            type=int,
+            help="Source tokens (ASR: frames) per batch (default: the recipe's).",
+        ),
+        click.option(
+            "--shortlist",
+            type=int,
+            metavar="K",
+            help="MT: decode over a lexical shortlist, K target candidates per source "
+            "piece plus the frequent ones (0 = off; default: the recipe's).",
+        ),
+        click.option(
+            "--checkpoint",
+            type=click.Choice(["best", "last", "averaged"]),
+            help="Which weights (default: the recipe's decode.checkpoint).",
+        ),
         click.option("--device", help="cpu | cuda | cuda:N | auto (default: the recipe's)."),
         click.option("--threads", type=int, help="torch CPU threads (default: the recipe's)."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Recipe override when MODEL is a recipe (repeatable)."),
-        click.option("--progress/--no-progress", default=None,
-                     help="Progress bar on stderr (default: when stderr is a terminal)."),
-        click.option("--chunk-lines", type=click.IntRange(min=1), hidden=True,
-                     help="Inputs read and decoded per chunk (memory; tests)."),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Recipe override when MODEL is a recipe (repeatable).",
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Progress bar on stderr (default: when stderr is a terminal).",
+        ),
+        click.option(
+            "--chunk-lines",
+            type=click.IntRange(min=1),
+            hidden=True,
+            help="Inputs read and decoded per chunk (memory; tests).",
+        ),
         _workspace_option,
     ]
     for opt in reversed(opts):
@@ -225,7 +265,9 @@ def _text_lines(inputs: tuple[str, ...]):
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise InputError(f"{label}:{i}: invalid UTF-8 (column {exc.start + 1})") from None
+                    raise InputError(
+                        f"{label}:{i}: invalid UTF-8 (column {exc.start + 1})"
+                    ) from None
                 yield text.rstrip("\r\n")
         finally:
             if f is not sys.stdin.buffer:
@@ -241,12 +283,26 @@ def _audio_paths(inputs: tuple[str, ...]):
             yield from _text_lines((name,))
 
 
-def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output: Path | None,
-               beam: int | None, nbest: int, search: str | None, alpha: float | None,
-               batch_tokens: int | None, shortlist: int | None, checkpoint: str | None,
-               device: str | None,
-               threads: int | None, overrides: tuple[str, ...], progress: bool | None,
-               chunk_lines: int | None, workspace: Path) -> None:
+def _use_model(
+    model: str,
+    inputs: tuple[str, ...],
+    *,
+    want: str | None,
+    output: Path | None,
+    beam: int | None,
+    nbest: int,
+    search: str | None,
+    alpha: float | None,
+    batch_tokens: int | None,
+    shortlist: int | None,
+    checkpoint: str | None,
+    device: str | None,
+    threads: int | None,
+    overrides: tuple[str, ...],
+    progress: bool | None,
+    chunk_lines: int | None,
+    workspace: Path,
+) -> None:
     import os
 
     from .api import DecodeSettings, Model, resolve_model
@@ -270,7 +326,11 @@ def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output:
             kind = "a speech recognition" if src.task == "asr" else "a translation"
             raise InputError(f"{model} is {kind} model: use `seqpipe {cmd}` (or `seqpipe decode`)")
         DecodeSettings.from_config(src.decode_cfg).override(
-            beam=beam, nbest=nbest, search=search, alpha=alpha, batch_tokens=batch_tokens,
+            beam=beam,
+            nbest=nbest,
+            search=search,
+            alpha=alpha,
+            batch_tokens=batch_tokens,
             shortlist=shortlist,
         ).check(src.task)
         for name in inputs:
@@ -283,14 +343,24 @@ def _use_model(model: str, inputs: tuple[str, ...], *, want: str | None, output:
             import torch
 
             torch.set_num_threads(max(1, int(m.source.decode_cfg.threads)))
-        s = m.decode_settings(beam=beam, nbest=nbest, search=search, alpha=alpha,
-                              batch_tokens=batch_tokens, shortlist=shortlist)
+        s = m.decode_settings(
+            beam=beam,
+            nbest=nbest,
+            search=search,
+            alpha=alpha,
+            batch_tokens=batch_tokens,
+            shortlist=shortlist,
+        )
         if not inputs:
             if sys.stdin.isatty() and world == 1:
                 _interactive(m, s)
                 return
             inputs = ("-",)
-        items = (_text_lines(inputs) if m.task == "mt" else _audio_paths(inputs)) if rank == 0 else iter(())
+        items = (
+            (_text_lines(inputs) if m.task == "mt" else _audio_paths(inputs))
+            if rank == 0
+            else iter(())
+        )
         _write_results(m, s, items, output, progress, rank, chunk_lines)
     finally:
         if world > 1:
@@ -317,8 +387,15 @@ def _init_gloo() -> None:
         os.close(saved)
 
 
-def _write_results(m: Any, s: Any, items: Any, output: Path | None, progress: bool | None,
-                   rank: int, chunk_lines: int | None = None) -> None:
+def _write_results(
+    m: Any,
+    s: Any,
+    items: Any,
+    output: Path | None,
+    progress: bool | None,
+    rank: int,
+    chunk_lines: int | None = None,
+) -> None:
     import os
 
     from tqdm import tqdm
@@ -340,8 +417,9 @@ def _write_results(m: Any, s: Any, items: Any, output: Path | None, progress: bo
         out = open(tmp, "wb")  # noqa: SIM115
     try:
         line = 0
-        for line, hyps in enumerate(m.decode_stream(items, s, chunk_size=chunk_lines,
-                                                            on_chunk=bar.update), 1):
+        for line, hyps in enumerate(
+            m.decode_stream(items, s, chunk_size=chunk_lines, on_chunk=bar.update), 1
+        ):
             if out is None:
                 continue
             if s.nbest == 1:
@@ -454,16 +532,30 @@ _add_use_help(transcribe, "audio files, or text files listing one audio path a l
 
 @main.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The model file to write (e.g. model.spt).")
-@click.option("--checkpoint", type=click.Choice(["best", "last", "averaged"]),
-              help="Which weights (default: the recipe's decode.checkpoint).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Recipe override when MODEL is a recipe (repeatable).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The model file to write (e.g. model.spt).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last", "averaged"]),
+    help="Which weights (default: the recipe's decode.checkpoint).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Recipe override when MODEL is a recipe (repeatable).",
+)
 @_workspace_option
 @handle_errors
-def export(model: str, output: Path, checkpoint: str | None, overrides: tuple[str, ...],
-           workspace: Path) -> None:
+def export(
+    model: str, output: Path, checkpoint: str | None, overrides: tuple[str, ...], workspace: Path
+) -> None:
     """Write MODEL (experiment folder, recipe or train artifact) as one self-contained file:
     weights, model spec, tokenizer, recipe and versions. `torch.load(FILE, weights_only=True)`
     reads it; `seqpipe decode FILE ...` and `load_model(FILE)` use it without the cache."""
@@ -472,8 +564,11 @@ def export(model: str, output: Path, checkpoint: str | None, overrides: tuple[st
 
     src = resolve_model(model, workspace, overrides)
     out = export_model(src, output, checkpoint)
-    click.echo(f"{src.task} model ({checkpoint or src.decode_cfg.checkpoint} checkpoint) → {out} "
-               f"({_human_bytes(out.stat().st_size)})", err=True)
+    click.echo(
+        f"{src.task} model ({checkpoint or src.decode_cfg.checkpoint} checkpoint) → {out} "
+        f"({_human_bytes(out.stat().st_size)})",
+        err=True,
+    )
 
 
 # ---------------------------------------------------------------------------------- comparing runs
@@ -481,16 +576,32 @@ def export(model: str, output: Path, checkpoint: str | None, overrides: tuple[st
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--task", type=click.Choice(["mt", "asr"]), help="Only this task's runs.")
 @click.option("--test-set", help="Only this test set (split name, e.g. test).")
-@click.option("--sort", "sort_by", metavar="METRIC",
-              help="bleu | chrf | wer | cer | params | steps | train_seconds | decode_speed | date "
-              "| run (default: bleu, or wer without MT runs); best first.")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
-              default="table", show_default=True)
+@click.option(
+    "--sort",
+    "sort_by",
+    metavar="METRIC",
+    help="bleu | chrf | wer | cer | params | steps | train_seconds | decode_speed | date "
+    "| run (default: bleu, or wer without MT runs); best first.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
 @click.option("--color/--no-color", default=None, help="Bold best values (default: on a terminal).")
 @_workspace_option
 @handle_errors
-def leaderboard(paths: tuple[Path, ...], task: str | None, test_set: str | None,
-                sort_by: str | None, fmt: str, color: bool | None, workspace: Path) -> None:
+def leaderboard(
+    paths: tuple[Path, ...],
+    task: str | None,
+    test_set: str | None,
+    sort_by: str | None,
+    fmt: str,
+    color: bool | None,
+    workspace: Path,
+) -> None:
     """One row per scored (run, test set) under PATHS (workspaces, experiment folders or score
     artifacts; default: the workspace): model, scores with their signature, decode settings,
     training time and steps, decode speed, date and code version."""
@@ -503,22 +614,46 @@ def leaderboard(paths: tuple[Path, ...], task: str | None, test_set: str | None,
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
-@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",
-              help="Values of one key (repeatable; the sweep runs every combination). With "
-              "--random, KEY=A:B is a range.")
-@click.option("--random", "random_n", type=int, metavar="N",
-              help="Random search: N draws from the --grid values and ranges.")
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="Values of one key (repeatable; the sweep runs every combination). With "
+    "--random, KEY=A:B is a range.",
+)
+@click.option(
+    "--random",
+    "random_n",
+    type=int,
+    metavar="N",
+    help="Random search: N draws from the --grid values and ranges.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the random draws.")
 @click.option("--dry-run", is_flag=True, help="List the variants; run nothing.")
 @click.option("--sort", "sort_by", metavar="METRIC", help="Leaderboard order (as `leaderboard`).")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
-              default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
 @click.option("--wait", is_flag=True, help="Wait for another run's workspace lock.")
 @_workspace_option
 @handle_errors
-def sweep(recipe: str, overrides: tuple[str, ...], grids: tuple[str, ...], random_n: int | None,
-          seed: int, dry_run: bool, sort_by: str | None, fmt: str, wait: bool,
-          workspace: Path) -> None:
+def sweep(
+    recipe: str,
+    overrides: tuple[str, ...],
+    grids: tuple[str, ...],
+    random_n: int | None,
+    seed: int,
+    dry_run: bool,
+    sort_by: str | None,
+    fmt: str,
+    wait: bool,
+    workspace: Path,
+) -> None:
     """Run variants of RECIPE (grid or random search) through the shared cache, then print
     their leaderboard. Each variant runs as exp/<name>-<hash of its overrides>.
 
@@ -536,11 +671,21 @@ def sweep(recipe: str, overrides: tuple[str, ...], grids: tuple[str, ...], rando
             click.echo(f"{v.name}\t{v.label()}")
         return
     t0 = time.perf_counter()
-    run_sweep(recipe, list(overrides), variants, workspace, wait=wait, debug=debug,
-              log=lambda msg: click.echo(msg, err=True))
+    run_sweep(
+        recipe,
+        list(overrides),
+        variants,
+        workspace,
+        wait=wait,
+        debug=debug,
+        log=lambda msg: click.echo(msg, err=True),
+    )
     failed = [v for v in variants if v.error]
-    click.echo(f"sweep: {len(variants) - len(failed)} of {len(variants)} variants done in "
-               f"{time.perf_counter() - t0:.1f} s", err=True)
+    click.echo(
+        f"sweep: {len(variants) - len(failed)} of {len(variants)} variants done in "
+        f"{time.perf_counter() - t0:.1f} s",
+        err=True,
+    )
     rows = select(leaderboard_rows(variants, workspace), sort=sort_by)
     click.echo(render(rows, fmt, extra_columns=("overrides",)), nl=False)
     if failed:
@@ -551,8 +696,12 @@ def sweep(recipe: str, overrides: tuple[str, ...], grids: tuple[str, ...], rando
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.md and its figures (default: RUN/report).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for report.md and its figures (default: RUN/report).",
+)
 @click.option("--worst", default=10, show_default=True, help="How many worst examples to list.")
 @handle_errors
 def report(run: Path, output: Path | None, worst: int) -> None:

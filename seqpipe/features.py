@@ -57,9 +57,7 @@ INDEX_VERSION = 1
 # single-utterance computation
 
 
-def fbank(
-    wave: np.ndarray | Tensor, sr: int, num_mel_bins: int = 80, warp: float = 1.0
-) -> Tensor:
+def fbank(wave: np.ndarray | Tensor, sr: int, num_mel_bins: int = 80, warp: float = 1.0) -> Tensor:
     """Kaldi log-mel filterbank (25 ms windows, 10 ms shift, povey window, no dither).
 
     The waveform in [-1, 1] is scaled to the 16-bit range first, as Kaldi reads integers,
@@ -260,9 +258,7 @@ def compute_features_parallel(
             utt_ids.append(_speed_prefix(u.utt_id, float(speed)))
             warp = vtlp_factor(utt_ids[-1], seed, vtlp)
             snr = noise_snr_db(utt_ids[-1], seed, noise_snr)
-            jobs_meta.append(
-                (u.path, float(speed), warp, snr, num_fbank_frames(n, sample_rate))
-            )
+            jobs_meta.append((u.path, float(speed), warp, snr, num_fbank_frames(n, sample_rate)))
     if len(set(utt_ids)) != len(utt_ids):
         raise ValueError("compute_features_parallel: duplicate utterance ids")
     lengths = np.array([m[4] for m in jobs_meta], dtype=np.int64)
@@ -276,8 +272,18 @@ def compute_features_parallel(
         feats_path, mode="w+", dtype=np.float16, shape=(total, num_mel_bins)
     ).flush()
     jobs = [
-        (i, path, speed, warp, snr, f"{seed}:{utt_ids[i]}", int(offsets[i]), int(lengths[i]),
-         sample_rate, num_mel_bins)
+        (
+            i,
+            path,
+            speed,
+            warp,
+            snr,
+            f"{seed}:{utt_ids[i]}",
+            int(offsets[i]),
+            int(lengths[i]),
+            sample_rate,
+            num_mel_bins,
+        )
         for i, (path, speed, warp, snr, _) in enumerate(jobs_meta)
     ]
     total_sum = np.zeros(num_mel_bins)

@@ -19,10 +19,16 @@ from .data.tokenizer import EOS_ID
 from .errors import InputError
 from .shortlist import LexicalShortlist
 
-CHECKPOINT_FILES = {"best": "model_best.pt", "last": "model_last.pt", "averaged": "model_averaged.pt"}
+CHECKPOINT_FILES = {
+    "best": "model_best.pt",
+    "last": "model_last.pt",
+    "averaged": "model_averaged.pt",
+}
 
 
-def load_mt_model(train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_mt_model(
+    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model from ``model.json`` and load a checkpoint (weights_only)."""
     from .models.seq2seq import build_model
 
@@ -35,7 +41,11 @@ def load_mt_model(train_dir: Path, checkpoint: str = "best", device: str | torch
                 "decode.checkpoint=best"
             )
         raise InputError(f"{path}: checkpoint not found")
-    model = build_model(**spec["kwargs"], src_vocab_size=spec["src_vocab_size"], tgt_vocab_size=spec["tgt_vocab_size"])
+    model = build_model(
+        **spec["kwargs"],
+        src_vocab_size=spec["src_vocab_size"],
+        tgt_vocab_size=spec["tgt_vocab_size"],
+    )
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.to(device).eval()
     return model, spec
@@ -82,15 +92,24 @@ def decode_id_seqs(
             src = src.to(device)
             vocab = None
             if shortlist is not None and shortlist_k > 0:
-                vocab = shortlist.subset([seqs[i] for i in idx], shortlist_k, shortlist_frequent,
-                                         device)
+                vocab = shortlist.subset(
+                    [seqs[i] for i in idx], shortlist_k, shortlist_frequent, device
+                )
             if not beam:
                 hyps = greedy_search(model, src, src_len, max_len_a, max_len_b, vocab=vocab)
                 res = [[(h, 0.0)] for h in hyps]
             else:
-                res = beam_search(model, src, src_len, beam_size=beam_size, alpha=alpha,
-                                  max_len_a=max_len_a, max_len_b=max_len_b, nbest=nbest,
-                                  vocab=vocab)
+                res = beam_search(
+                    model,
+                    src,
+                    src_len,
+                    beam_size=beam_size,
+                    alpha=alpha,
+                    max_len_a=max_len_a,
+                    max_len_b=max_len_b,
+                    nbest=nbest,
+                    vocab=vocab,
+                )
             for i, r in zip(idx, res, strict=True):
                 out[i] = [(list(h), float(s)) for h, s in r]
     return out, time.perf_counter() - t0

@@ -74,7 +74,11 @@ def stage_graph(recipe: Recipe) -> list[StageSpec]:
             prepare,
             StageSpec("tokenize", 1, ("task", "seed", "tokenize"), ("prepare",)),
             StageSpec(
-                "train", 1, ("task", "seed", "model", "train"), ("prepare", "tokenize"), resumable=True
+                "train",
+                1,
+                ("task", "seed", "model", "train"),
+                ("prepare", "tokenize"),
+                resumable=True,
             ),
             StageSpec("decode", 2, ("task", "decode"), ("tokenize", "train")),
             score,
@@ -187,7 +191,9 @@ class Pipeline:
         selected = self.select(only, start, stop)
         for f in force:
             if f not in self.by_name:
-                raise InputError(f"--force {f}: unknown stage; stages are {', '.join(self.by_name)}")
+                raise InputError(
+                    f"--force {f}: unknown stage; stages are {', '.join(self.by_name)}"
+                )
         keys = self.keys()
         todo = [
             s for s in selected if s.name in force or self.store.get(s.name, keys[s.name]) is None
@@ -242,8 +248,16 @@ class Pipeline:
             if spec.name == "train":
                 out = self.store.partial_dir(spec.name, keys[spec.name])
                 out.mkdir(parents=True, exist_ok=True)
-                ctx = StageContext(self.recipe, spec, keys[spec.name], out, self._inputs(spec, done),
-                                   self.workspace, self.exp_dir, debug=self.debug)
+                ctx = StageContext(
+                    self.recipe,
+                    spec,
+                    keys[spec.name],
+                    out,
+                    self._inputs(spec, done),
+                    self.workspace,
+                    self.exp_dir,
+                    debug=self.debug,
+                )
                 spec.runner()(ctx)
                 return done
             # rank 0 runs it; torchrun ends this process if rank 0 fails

@@ -95,12 +95,16 @@ class DataConfig(Section):
         None, ge=1, description="keep only the first N valid/test pairs (quick runs, tests)"
     )
     valid_fraction: float = Field(
-        0.01, ge=0, lt=0.5,
+        0.01,
+        ge=0,
+        lt=0.5,
         description="tatoeba: share of valid; asr datasets without a valid split: share of train "
         "held out as valid (seeded, at least one utterance)",
     )
     test_fraction: float = Field(
-        0.01, ge=0, lt=0.5,
+        0.01,
+        ge=0,
+        lt=0.5,
         description="tatoeba: share of test; asr data given as one pool: share held out as test",
     )
     # ASR
@@ -147,7 +151,9 @@ class FeaturesConfig(Section):
         False, description="subtract each utterance's mean and divide by its std (implies cmn)"
     )
     vtlp: float = Field(
-        0.0, ge=0, lt=0.5,
+        0.0,
+        ge=0,
+        lt=0.5,
         description="VTLP: warp each training copy's filterbank by a factor in [1-v, 1+v]",
     )
     noise_snr: tuple[float, float] | None = Field(
@@ -161,6 +167,7 @@ class FeaturesConfig(Section):
         if self.noise_snr is not None and self.noise_snr[0] > self.noise_snr[1]:
             raise ValueError(f"noise_snr: [lo, hi] needs lo <= hi, got {list(self.noise_snr)}")
         return self
+
     workers: int = _nokey(2, "feature extraction worker processes")
 
 
@@ -255,7 +262,9 @@ class DecodeConfig(Section):
     ctc_weight: float = Field(0.3, ge=0, le=1)
     checkpoint: Literal["best", "last", "averaged"] = "best"
     shortlist: int = Field(
-        0, ge=0, le=100,
+        0,
+        ge=0,
+        le=100,
         description="MT: lexical shortlist, target candidates per source piece (0 = off)",
     )
     shortlist_frequent: int = Field(
@@ -348,9 +357,15 @@ def _is_model(t: Any) -> bool:
 
 # names users bring from Joey NMT / fairseq / ESPnet -> ours (for did-you-mean)
 ALIASES = {
-    "learning_rate": "lr", "batch_size": "max_tokens", "beam": "beam_size",
-    "epochs": "max_epochs", "clip_norm": "clip_grad_norm", "rnn_type": "cell",
-    "embedding_dim": "emb_size", "num_layers": "enc_layers", "hidden": "hidden_size",
+    "learning_rate": "lr",
+    "batch_size": "max_tokens",
+    "beam": "beam_size",
+    "epochs": "max_epochs",
+    "clip_norm": "clip_grad_norm",
+    "rnn_type": "cell",
+    "embedding_dim": "emb_size",
+    "num_layers": "enc_layers",
+    "hidden": "hidden_size",
 }
 
 
@@ -453,7 +468,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+        raise InputError(
+            f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}"
+        )
     raw = apply_overrides(raw, overrides or [])
     try:
         recipe = Recipe.model_validate(raw)

@@ -47,8 +47,13 @@ class LexicalShortlist:
 
     MAX_K = 100  # candidates kept per source piece (and the largest usable k)
 
-    def __init__(self, starts: np.ndarray, candidates: np.ndarray, by_frequency: np.ndarray,
-                 tgt_vocab_size: int) -> None:
+    def __init__(
+        self,
+        starts: np.ndarray,
+        candidates: np.ndarray,
+        by_frequency: np.ndarray,
+        tgt_vocab_size: int,
+    ) -> None:
         self.starts = np.asarray(starts, dtype=np.int64)
         self.candidates = np.asarray(candidates, dtype=np.int64)
         self.by_frequency = np.asarray(by_frequency, dtype=np.int64)
@@ -91,13 +96,19 @@ class LexicalShortlist:
         return cls(starts, tgt_of, by_frequency, tgt_vocab_size)
 
     @classmethod
-    def from_tokenized(cls, tok_dir: Path, src_vocab_size: int, tgt_vocab_size: int) -> LexicalShortlist:
+    def from_tokenized(
+        cls, tok_dir: Path, src_vocab_size: int, tgt_vocab_size: int
+    ) -> LexicalShortlist:
         """Build from a tokenize artifact's training split (``train.src``/``train.tgt`` ids)."""
         from .data.tokenizer import IdArray
 
         src, tgt = IdArray(tok_dir, "train.src"), IdArray(tok_dir, "train.tgt")
-        return cls.build([src[i] for i in range(len(src))], [tgt[i] for i in range(len(tgt))],
-                         src_vocab_size, tgt_vocab_size)
+        return cls.build(
+            [src[i] for i in range(len(src))],
+            [tgt[i] for i in range(len(tgt))],
+            src_vocab_size,
+            tgt_vocab_size,
+        )
 
     def to_tensors(self) -> dict[str, Tensor]:
         """For an exported model file (int32)."""
@@ -110,8 +121,12 @@ class LexicalShortlist:
 
     @classmethod
     def from_tensors(cls, d: dict[str, Tensor]) -> LexicalShortlist:
-        return cls(d["starts"].numpy(), d["candidates"].numpy(), d["by_frequency"].numpy(),
-                   int(d["tgt_vocab_size"]))
+        return cls(
+            d["starts"].numpy(),
+            d["candidates"].numpy(),
+            d["by_frequency"].numpy(),
+            int(d["tgt_vocab_size"]),
+        )
 
     def allowed(self, src_ids: np.ndarray, k: int, frequent: int) -> np.ndarray:
         """Sorted target ids allowed for one source sentence (EOS included)."""
@@ -127,7 +142,10 @@ class LexicalShortlist:
         return ids[(ids != PAD_ID) & (ids != BOS_ID)]
 
     def subset(
-        self, batch_src: Sequence[np.ndarray], k: int, frequent: int,
+        self,
+        batch_src: Sequence[np.ndarray],
+        k: int,
+        frequent: int,
         device: torch.device | str = "cpu",
     ) -> VocabSubset:
         """The :class:`VocabSubset` of a batch (one row of ``bias`` per sentence, in order)."""

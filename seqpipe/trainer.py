@@ -142,8 +142,12 @@ def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.op
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.RMSprop(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -161,7 +165,9 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, model: nn.Module, task: Task, out: Path, log: Any, seed: int):
+    def __init__(
+        self, cfg: TrainConfig, model: nn.Module, task: Task, out: Path, log: Any, seed: int
+    ):
         from .runtime import tune_allocator
 
         tune_allocator()
@@ -176,7 +182,9 @@ class Trainer:
         else:
             self.device = pick_device(cfg.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(max(1, cfg.threads if self.world == 1 else cfg.threads // self.world or 1))
+            torch.set_num_threads(
+                max(1, cfg.threads if self.world == 1 else cfg.threads // self.world or 1)
+            )
         self.model = model.to(self.device)
         self.ddp = (
             nn.parallel.DistributedDataParallel(
@@ -278,8 +286,14 @@ class Trainer:
             self._keep_best(score)
             if self.plateau is not None:
                 self.plateau.step(score)
-            self._metric({"step": st.step, "epoch": st.epoch + 1, "valid": res,
-                          "lr": self.optimizer.param_groups[0]["lr"]})
+            self._metric(
+                {
+                    "step": st.step,
+                    "epoch": st.epoch + 1,
+                    "valid": res,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                }
+            )
             self.log.info(
                 "valid    step %d: %s%s",
                 st.step,
@@ -287,7 +301,9 @@ class Trainer:
                 "  *best*" if better else f"  (no gain {st.bad_validations}/{cfg.patience})",
             )
             if cfg.patience and st.bad_validations >= cfg.patience:
-                st.stop_reason = f"early stopping: no {cfg.valid_metric} gain in {cfg.patience} validations"
+                st.stop_reason = (
+                    f"early stopping: no {cfg.valid_metric} gain in {cfg.patience} validations"
+                )
                 stop[0] = 1
         if self.world > 1:
             dist.broadcast(stop, 0)
@@ -324,8 +340,12 @@ class Trainer:
                 usable = len(batches) - len(batches) % self.world
                 batches = batches[self.rank : usable : self.world]
             bar = tqdm(
-                total=len(batches), initial=st.pos, desc=f"epoch {st.epoch + 1}",
-                disable=not show_bar, leave=False, dynamic_ncols=True,
+                total=len(batches),
+                initial=st.pos,
+                desc=f"epoch {st.epoch + 1}",
+                disable=not show_bar,
+                leave=False,
+                dynamic_ncols=True,
             )
             while st.pos < len(batches):
                 t0 = time.perf_counter()
@@ -346,17 +366,27 @@ class Trainer:
                 if window_n and (st.step % cfg.log_every == 0 or st.pos == len(batches)):
                     loss = window_loss / window_n
                     rec = {
-                        "step": st.step, "epoch": st.epoch + 1, "loss": loss,
-                        "ppl": math.exp(min(loss, 50)), "lr": self.optimizer.param_groups[0]["lr"],
+                        "step": st.step,
+                        "epoch": st.epoch + 1,
+                        "loss": loss,
+                        "ppl": math.exp(min(loss, 50)),
+                        "lr": self.optimizer.param_groups[0]["lr"],
                         "tok_s": window_tokens / max(window_time, 1e-9),
                         "elapsed": round(st.elapsed, 2),
                     }
                     self._metric(rec)
-                    bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{rec['ppl']:.1f}", tok_s=f"{rec['tok_s']:.0f}")
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}", ppl=f"{rec['ppl']:.1f}", tok_s=f"{rec['tok_s']:.0f}"
+                    )
                     if not show_bar and self.is_main:
                         self.log.info(
                             "train    epoch %d step %d  loss %.3f  ppl %.1f  %.0f tok/s  lr %.2e",
-                            st.epoch + 1, st.step, loss, rec["ppl"], rec["tok_s"], rec["lr"],
+                            st.epoch + 1,
+                            st.step,
+                            loss,
+                            rec["ppl"],
+                            rec["tok_s"],
+                            rec["lr"],
                         )
                     window_tokens, window_time, window_loss, window_n = 0, 0.0, 0.0, 0
                 out_of_time = budget is not None and st.elapsed >= budget
@@ -400,8 +430,11 @@ class Trainer:
             factor = lr_factor(cfg, st.step + 1, self.total_steps)
             for g in self.optimizer.param_groups:
                 g["lr"] = cfg.lr * factor
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
             loss, _ = self.task.loss(self.ddp, batch)
         value = float(loss.detach())
         finite = math.isfinite(value)
@@ -411,8 +444,12 @@ class Trainer:
             finite = flag.item() == 0
         if not finite:
             st.nan_batches += 1
-            self.log.warning("train    step %d: loss is %s; batch skipped (%d so far)",
-                             st.step + 1, value, st.nan_batches)
+            self.log.warning(
+                "train    step %d: loss is %s; batch skipped (%d so far)",
+                st.step + 1,
+                value,
+                st.nan_batches,
+            )
             if st.nan_batches > cfg.max_nan_batches:
                 raise StageError(
                     f"train: the loss was NaN/inf in {st.nan_batches} batches (more than "
@@ -432,15 +469,22 @@ class Trainer:
         """Write model_best/last/averaged, the curve; drop the resume checkpoint."""
         st = self.state
         info: dict[str, Any] = {
-            "steps": st.step, "epochs": st.epoch + (0 if st.pos == 0 else 1),
-            "best": st.best, "best_step": st.best_step, "stop_reason": st.stop_reason,
-            "train_seconds": round(st.elapsed, 1), "train_tokens": st.train_tokens,
+            "steps": st.step,
+            "epochs": st.epoch + (0 if st.pos == 0 else 1),
+            "best": st.best,
+            "best_step": st.best_step,
+            "stop_reason": st.stop_reason,
+            "train_seconds": round(st.elapsed, 1),
+            "train_tokens": st.train_tokens,
             "tokens_per_second": round(st.train_tokens / max(st.elapsed, 1e-9), 1),
-            "nan_batches": st.nan_batches, "valid_metric": self.cfg.valid_metric,
+            "nan_batches": st.nan_batches,
+            "valid_metric": self.cfg.valid_metric,
         }
         if self.world > 1:  # evidence that data-parallel ranks hold identical weights
             info["world_size"] = self.world
-            (self.out / f"weights_rank{self.rank}.sha256").write_text(weights_digest(self.model) + "\n")
+            (self.out / f"weights_rank{self.rank}.sha256").write_text(
+                weights_digest(self.model) + "\n"
+            )
             dist.barrier()
         if not self.is_main:
             return info
@@ -494,13 +538,23 @@ def plot_curves(metrics: Path, png: Path, valid_metric: str) -> None:
     if train:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
     if valid and "loss" in valid[0]["valid"]:
-        ax.plot([r["step"] for r in valid], [r["valid"]["loss"] for r in valid], "o-", label="valid loss")
+        ax.plot(
+            [r["step"] for r in valid],
+            [r["valid"]["loss"] for r in valid],
+            "o-",
+            label="valid loss",
+        )
     ax.set_xlabel("update")
     ax.set_ylabel("loss (per token)")
     if valid and valid_metric in valid[0]["valid"] and valid_metric != "loss":
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in valid], [r["valid"][valid_metric] for r in valid], "s--",
-                 color="tab:green", label=f"valid {valid_metric}")
+        ax2.plot(
+            [r["step"] for r in valid],
+            [r["valid"][valid_metric] for r in valid],
+            "s--",
+            color="tab:green",
+            label=f"valid {valid_metric}",
+        )
         ax2.set_ylabel(valid_metric)
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")

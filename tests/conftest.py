@@ -23,13 +23,22 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.g
 torch.set_num_threads(1)
 
 
-def run_cli(*args: str, cwd: Path, check: bool | None = None, timeout: float = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    cwd: Path,
+    check: bool | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m seqpipe ARGS`` in ``cwd``; returns the completed process."""
     full_env = dict(os.environ, **(env or {}))
     proc = subprocess.run(
-        [sys.executable, "-m", "seqpipe", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env=full_env,
+        [sys.executable, "-m", "seqpipe", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"seqpipe {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -60,9 +69,16 @@ tokenize:
 def small_mt(tmp_path: Path):
     """Factory for a small Multi30k recipe in ``tmp_path`` (the workspace)."""
 
-    def make(name: str = "tiny", train_lines: int = 2000, eval_lines: int = 100, vocab: int = 500,
-             extra: str = "") -> Path:
-        text = SMALL_MT.format(name=name, train_lines=train_lines, eval_lines=eval_lines, vocab=vocab)
+    def make(
+        name: str = "tiny",
+        train_lines: int = 2000,
+        eval_lines: int = 100,
+        vocab: int = 500,
+        extra: str = "",
+    ) -> Path:
+        text = SMALL_MT.format(
+            name=name, train_lines=train_lines, eval_lines=eval_lines, vocab=vocab
+        )
         return write_recipe(tmp_path / f"{name}.yaml", text + extra)
 
     return make

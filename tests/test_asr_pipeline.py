@@ -57,8 +57,10 @@ def test_yesno_end_to_end_through_the_cli(tmp_path: Path):
     exp = tmp_path / "exp" / "asr_yesno"
     # prepare: Kaldi split, valid held out of train (never the test half)
     prep = (exp / "prepare").resolve()
-    ids = {s: [ln.split("\t")[0] for ln in (prep / f"{s}.tsv").read_text().splitlines()[1:]]
-           for s in ("train", "valid", "test")}
+    ids = {
+        s: [ln.split("\t")[0] for ln in (prep / f"{s}.tsv").read_text().splitlines()[1:]]
+        for s in ("train", "valid", "test")
+    }
     assert (len(ids["train"]), len(ids["valid"]), len(ids["test"])) == (24, 6, 30)
     assert not set(ids["valid"]) & set(ids["test"]) and not set(ids["valid"]) & set(ids["train"])
     assert json.loads((prep / "stats.json").read_text())["skipped"] == 0
@@ -85,7 +87,10 @@ def fsdd_ws(tmp_path_factory) -> Path:
     "arch,extra",
     [
         ("ctc", ["decode.search=ctc_beam", "features.utterance_cvn=true"]),
-        ("attention", ["model.subsampling=pyramid", "model.enc_layers=2", "model.attention=bahdanau"]),
+        (
+            "attention",
+            ["model.subsampling=pyramid", "model.enc_layers=2", "model.attention=bahdanau"],
+        ),
         ("ctc_attention", []),  # decode.search: auto -> joint
     ],
 )
@@ -100,11 +105,15 @@ def test_fsdd_connected_each_arch_runs_and_scores(fsdd_ws: Path, arch: str, extr
     spec = json.loads((train.path / "model.json").read_text())
     assert spec["arch"] == arch and spec["task"] == "asr"
     decode = pipe.store.get("decode", pipe.keys()["decode"]).manifest()["decode"]
-    assert decode["search"] == {"ctc": "ctc_beam", "attention": "beam", "ctc_attention": "joint"}[arch]
+    assert (
+        decode["search"] == {"ctc": "ctc_beam", "attention": "beam", "ctc_attention": "joint"}[arch]
+    )
     prep = pipe.store.get("prepare", pipe.keys()["prepare"]).path
     # held-out speakers; built audio lives in the artifact and the manifest points into it
-    speakers = {s: {ln.split("\t")[4] for ln in (prep / f"{s}.tsv").read_text().splitlines()[1:]}
-                for s in ("train", "valid", "test")}
+    speakers = {
+        s: {ln.split("\t")[4] for ln in (prep / f"{s}.tsv").read_text().splitlines()[1:]}
+        for s in ("train", "valid", "test")
+    }
     assert speakers["test"] == {"theo"} and speakers["valid"] == {"jackson"}
     assert not speakers["train"] & {"theo", "jackson"}
     first = (prep / "test.tsv").read_text().splitlines()[1].split("\t")
@@ -112,7 +121,9 @@ def test_fsdd_connected_each_arch_runs_and_scores(fsdd_ws: Path, arch: str, extr
 
 
 def test_decode_search_must_fit_the_arch(fsdd_ws: Path):
-    proc = run_cli("run", str(SMALL), *TINY_FSDD, "model.arch=ctc", "decode.search=joint", cwd=fsdd_ws)
+    proc = run_cli(
+        "run", str(SMALL), *TINY_FSDD, "model.arch=ctc", "decode.search=joint", cwd=fsdd_ws
+    )
     assert proc.returncode == 2
     assert "decode.search: joint needs model.arch ctc_attention" in proc.stderr
 
@@ -171,7 +182,9 @@ def test_corrupt_wav_in_tsv_stops_or_is_skipped(tmp_path: Path):
     assert skip.returncode == 0, skip.stderr
     prep = (tmp_path / "exp" / "tsv_skip" / "prepare").resolve()
     stats = json.loads((prep / "stats.json").read_text())
-    assert stats["skipped"] == 1 and "broken.wav" in " ".join(stats["splits"]["train"]["skipped_files"])
+    assert stats["skipped"] == 1 and "broken.wav" in " ".join(
+        stats["splits"]["train"]["skipped_files"]
+    )
     counts = {s: v["utterances"] for s, v in stats["splits"].items()}
     assert sum(counts.values()) == 8 and min(counts.values()) >= 1
     assert "broken" not in "".join((prep / f"{s}.tsv").read_text() for s in counts)
@@ -198,12 +211,15 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
         p.data.mul_(3.0)
     kw = dict(beam_size=3, max_len_a=0.5, max_len_b=2)
     for search in ("ctc_greedy", "ctc_beam", "greedy", "beam", "joint"):
-        together, _ = transcribe(model, store.lengths, load, search=search, batch_frames=10**6, **kw)
+        together, _ = transcribe(
+            model, store.lengths, load, search=search, batch_frames=10**6, **kw
+        )
         alone, _ = transcribe(model, store.lengths, load, search=search, batch_frames=1, **kw)
         assert [h[0][0] for h in together] == [h[0][0] for h in alone], search
         if search in ("beam", "joint"):
-            np.testing.assert_allclose([h[0][1] for h in together], [h[0][1] for h in alone],
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                [h[0][1] for h in together], [h[0][1] for h in alone], rtol=1e-4, atol=1e-4
+            )
 
 
 def test_char_tokenizer_and_encoder_lengths():
@@ -218,8 +234,14 @@ def test_char_tokenizer_and_encoder_lengths():
     ids = tok.encode_tgt(["YES no", "NOx"])
     assert tok.decode_tgt(ids) == ["YES no", "NO⁇"]
     for sub, layers in (("conv2d", 1), ("conv2d8", 1), ("pyramid", 3), ("none", 1)):
-        cfg = ModelConfig(arch="ctc", subsampling=sub, enc_layers=layers, hidden_size=16,
-                          emb_size=16, conv_channels=4).model_dump()
+        cfg = ModelConfig(
+            arch="ctc",
+            subsampling=sub,
+            enc_layers=layers,
+            hidden_size=16,
+            emb_size=16,
+            conv_channels=4,
+        ).model_dump()
         model = build_asr_model(model_spec(cfg, 20, tok.tgt_vocab_size)).eval()
         lengths = torch.tensor([7, 8, 31, 100])
         enc = model.encode(torch.randn(4, 100, 20), lengths)

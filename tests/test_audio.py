@@ -186,7 +186,9 @@ def test_noise_augmentation_level_and_reproducibility(data: Path, tmp_path: Path
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert index["noise_snrs"] == [noise_snr_db(u, 3, (10, 30)) for u in a.utt_ids]
     assert json.loads((tmp_path / "c" / "index.json").read_text())["noise_snrs"] == [None] * 4
-    assert np.array_equal(np.load(tmp_path / "a" / "feats.npy"), np.load(tmp_path / "b" / "feats.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "a" / "feats.npy"), np.load(tmp_path / "b" / "feats.npy")
+    )
     # noise fills the quiet bins: the lowest filterbank energies rise
     assert np.percentile(a[0], 5) > np.percentile(clean[0], 5) + 1.0
 
@@ -248,12 +250,28 @@ def test_conv2d_frontend_norm() -> None:
     assert float(y0[0].detach().std()) < 0.5  # why the option exists
     real = y1[0, : n[0]]
     torch.testing.assert_close(real.mean(-1), torch.zeros(n[0].item()), atol=1e-5, rtol=0)
-    torch.testing.assert_close(real.std(-1, unbiased=False), torch.ones(n[0].item()), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        real.std(-1, unbiased=False), torch.ones(n[0].item()), atol=1e-3, rtol=0
+    )
     assert (y1[1, n[1] :] == 0).all()
-    cfg = dict(arch="attention", cell="gru", emb_size=32, hidden_size=16, enc_layers=1,
-               dec_layers=1, bidirectional=True, attention="location", luong_score="general",
-               input_feeding=True, bridge=True, dropout=0.0, tied_embeddings=False,
-               subsampling="conv2d", conv_channels=8, frontend_norm=True)
+    cfg = dict(
+        arch="attention",
+        cell="gru",
+        emb_size=32,
+        hidden_size=16,
+        enc_layers=1,
+        dec_layers=1,
+        bidirectional=True,
+        attention="location",
+        luong_score="general",
+        input_feeding=True,
+        bridge=True,
+        dropout=0.0,
+        tied_embeddings=False,
+        subsampling="conv2d",
+        conv_channels=8,
+        frontend_norm=True,
+    )
     spec = model_spec(cfg, 40, 12)
     assert spec["frontend_norm"] is True and "frontend_norm" not in spec["kwargs"]
     assert build_asr_model(spec).encoder.frontend.norm is not None

@@ -15,8 +15,15 @@ def lengths(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def batches(shortest_first: bool = False, epoch: int = 0, seed: int = 1) -> list[np.ndarray]:
     src, tgt = lengths()
-    return train_batches(src, tgt, max_tokens=1500, max_sentences=64, seed=seed, epoch=epoch,
-                         shortest_first=shortest_first)
+    return train_batches(
+        src,
+        tgt,
+        max_tokens=1500,
+        max_sentences=64,
+        seed=seed,
+        epoch=epoch,
+        shortest_first=shortest_first,
+    )
 
 
 def test_every_sentence_once_and_within_budgets() -> None:

@@ -40,7 +40,9 @@ def test_prepare_tokenize_cache_and_rerun(small_mt, tmp_path: Path):
     prep = tmp_path / "cache" / "prepare" / keys["prepare"]
     tok = tmp_path / "cache" / "tokenize" / keys["tokenize"]
     manifest = json.loads((tok / "manifest.json").read_text())
-    assert manifest["key"] == keys["tokenize"] and manifest["inputs"] == {"prepare": keys["prepare"]}
+    assert manifest["key"] == keys["tokenize"] and manifest["inputs"] == {
+        "prepare": keys["prepare"]
+    }
     assert manifest["versions"]["sentencepiece"] and "spm.model" in manifest["files"]
     assert manifest["files"]["spm.model"]["sha256"]
     # real data: 2000 training pairs (none of the first 2000 is filtered), 100 valid/test
@@ -62,7 +64,9 @@ def test_prepare_tokenize_cache_and_rerun(small_mt, tmp_path: Path):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
     # changing tokenize.vocab_size reruns tokenize (and would rerun everything after), never prepare
-    third = run_cli("run", str(recipe), "--to", "tokenize", "tokenize.vocab_size=400", cwd=tmp_path, check=True)
+    third = run_cli(
+        "run", str(recipe), "--to", "tokenize", "tokenize.vocab_size=400", cwd=tmp_path, check=True
+    )
     assert "\nran tokenize in" in third.stderr and "prepare  cached" in third.stderr
     new = _keys(recipe, tmp_path, "tokenize.vocab_size=400")
     assert new["prepare"] == keys["prepare"]
@@ -70,10 +74,14 @@ def test_prepare_tokenize_cache_and_rerun(small_mt, tmp_path: Path):
     assert (prep / "manifest.json").stat().st_mtime_ns == mtimes[prep / "manifest.json"]
 
     # --force reruns just that stage; status reports done
-    forced = run_cli("run", str(recipe), "--to", "tokenize", "--force", "tokenize", cwd=tmp_path, check=True)
+    forced = run_cli(
+        "run", str(recipe), "--to", "tokenize", "--force", "tokenize", cwd=tmp_path, check=True
+    )
     assert "ran tokenize" in forced.stderr
     status = run_cli("status", str(recipe), cwd=tmp_path, check=True).stdout
-    assert status.splitlines()[1].split()[2] == "done" and status.splitlines()[2].split()[2] == "done"
+    assert (
+        status.splitlines()[1].split()[2] == "done" and status.splitlines()[2].split()[2] == "done"
+    )
     # exp/<name>/ links to the artifacts used and keeps an appended log
     exp = tmp_path / "exp" / "tiny"
     assert (exp / "tokenize").resolve() == tok.resolve()
@@ -96,8 +104,12 @@ def test_sigkill_mid_stage_leaves_no_finished_artifact(small_mt, tmp_path: Path)
     keys = _keys(recipe, tmp_path)
     partial = tmp_path / "cache" / "tokenize" / f"{keys['tokenize']}.partial"
     final = tmp_path / "cache" / "tokenize" / keys["tokenize"]
-    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(recipe), "--to", "tokenize"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", str(recipe), "--to", "tokenize"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while not partial.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -126,8 +138,12 @@ def test_concurrent_runs_do_not_corrupt_the_cache(small_mt, tmp_path: Path):
     if codes == [0, 1]:
         assert "workspace is in use" in (ea + eb)
     # with --wait both succeed; the cache holds one complete artifact per stage
-    c = subprocess.Popen(cmd + ["--wait", "tokenize.vocab_size=300"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    d = subprocess.Popen(cmd + ["--wait", "tokenize.vocab_size=300"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    c = subprocess.Popen(
+        cmd + ["--wait", "tokenize.vocab_size=300"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    d = subprocess.Popen(
+        cmd + ["--wait", "tokenize.vocab_size=300"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
     assert c.wait(timeout=300) == 0 and d.wait(timeout=300) == 0, (c.stderr.read(), d.stderr.read())
     for stage in ("prepare", "tokenize"):
         dirs = list((tmp_path / "cache" / stage).iterdir())
@@ -159,7 +175,9 @@ def test_bad_parallel_data_is_a_clear_error(tmp_path: Path, src_bytes, tgt_bytes
     if src_bytes is not None:
         (tmp_path / "a.txt").write_bytes(src_bytes)
     (tmp_path / "b.txt").write_bytes(tgt_bytes)
-    proc = run_cli("run", str(_local_recipe(tmp_path, "a.txt", "b.txt")), "--to", "prepare", cwd=tmp_path)
+    proc = run_cli(
+        "run", str(_local_recipe(tmp_path, "a.txt", "b.txt")), "--to", "prepare", cwd=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert needle in lines[-1] and "Traceback" not in proc.stderr, proc.stderr
@@ -171,10 +189,14 @@ def test_local_parallel_files_prepare_and_tokenize(tmp_path: Path):
     tgt = "\n".join(f"this is sentence number {i}" for i in range(60)) + "\n"
     (tmp_path / "a.txt").write_text(src)
     (tmp_path / "b.txt").write_text(tgt)
-    proc = run_cli("run", str(_local_recipe(tmp_path, "a.txt", "b.txt")), "--to", "tokenize", cwd=tmp_path)
+    proc = run_cli(
+        "run", str(_local_recipe(tmp_path, "a.txt", "b.txt")), "--to", "tokenize", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     prep = (tmp_path / "exp" / "local" / "prepare").resolve()
-    assert (prep / "train.src").read_text().splitlines()[0] == "das ist satz nummer 0 mit Leerzeichen"
+    assert (prep / "train.src").read_text().splitlines()[
+        0
+    ] == "das ist satz nummer 0 mit Leerzeichen"
 
 
 def test_unsafe_archive_members_are_refused(tmp_path: Path):
@@ -212,7 +234,9 @@ def test_checksum_mismatch_in_mirror_is_reported(tmp_path: Path):
     (mirror / "multi30k" / "raw" / "val.de.gz").write_bytes(b"corrupt")
     r = tmp_path / "r.yaml"
     r.write_text("name: r\n")
-    proc = run_cli("run", str(r), "--to", "prepare", cwd=tmp_path, env={"SEQPIPE_MIRROR": str(mirror)})
+    proc = run_cli(
+        "run", str(r), "--to", "prepare", cwd=tmp_path, env={"SEQPIPE_MIRROR": str(mirror)}
+    )
     assert proc.returncode == 2 and "val.de.gz: sha256 mismatch" in proc.stderr
 
 

@@ -19,9 +19,17 @@ def test_reference_recipe_loads_with_every_key_documented():
     # the reference config shows every key of every section
     for section in ("data", "tokenize", "model", "train", "decode", "score"):
         for key in type(getattr(r, section)).model_fields:
-            if section == "data" and key in ("local", "path", "test_speakers", "valid_speakers",
-                                              "utterances", "sample_rate", "on_error",
-                                              "valid_fraction", "test_fraction"):
+            if section == "data" and key in (
+                "local",
+                "path",
+                "test_speakers",
+                "valid_speakers",
+                "utterances",
+                "sample_rate",
+                "on_error",
+                "valid_fraction",
+                "test_fraction",
+            ):
                 continue  # dataset-specific keys are documented in the README
             assert f"{key}:" in text, f"{section}.{key} missing from mt_small.yaml"
 
@@ -73,7 +81,9 @@ def test_cache_key_ignores_threads_but_not_lr(tmp_path: Path):
     p = tmp_path / "r.yaml"
     p.write_text("name: x\n")
     base = Pipeline(load_recipe(p), tmp_path).keys()
-    threads = Pipeline(load_recipe(p, ["train.threads=1", "decode.batch_tokens=100"]), tmp_path).keys()
+    threads = Pipeline(
+        load_recipe(p, ["train.threads=1", "decode.batch_tokens=100"]), tmp_path
+    ).keys()
     lr = Pipeline(load_recipe(p, ["train.lr=0.1"]), tmp_path).keys()
     beam = Pipeline(load_recipe(p, ["decode.beam_size=9"]), tmp_path).keys()
     assert threads == base
@@ -84,7 +94,9 @@ def test_cache_key_ignores_threads_but_not_lr(tmp_path: Path):
 
 
 def test_config_command_prints_resolved_recipe(tmp_path: Path):
-    proc = run_cli("config", str(REPO / "recipes" / "mt_small.yaml"), "decode.beam_size=3", cwd=tmp_path)
+    proc = run_cli(
+        "config", str(REPO / "recipes" / "mt_small.yaml"), "decode.beam_size=3", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "beam_size: 3" in proc.stdout and "max_tokens:" in proc.stdout
 
@@ -99,7 +111,9 @@ def test_config_command_prints_resolved_recipe(tmp_path: Path):
         ("- a\n- b\n", None, "must be a mapping"),
     ],
 )
-def test_bad_recipe_exit_code_2_one_line(tmp_path: Path, text: str, override: str | None, needle: str):
+def test_bad_recipe_exit_code_2_one_line(
+    tmp_path: Path, text: str, override: str | None, needle: str
+):
     p = tmp_path / "bad.yaml"
     p.write_text(text)
     args = ["config", str(p)] + ([override] if override else [])

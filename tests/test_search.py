@@ -236,6 +236,7 @@ def test_max_length_forces_eos(trained64: Seq2Seq, monkeypatch: pytest.MonkeyPat
             lp, state, w = real(prev, state, cache)
             lp[:, EOS_ID] -= 1e4  # EOS only when forced
             return lp, state, w
+
         return step
 
     monkeypatch.setattr(decoder, "step", never_eos(real_step))  # beam search
@@ -261,6 +262,7 @@ def test_finished_sentences_leave_the_batch(
             rows.append(prev.size(0))
             assert cache.keys.size(0) == prev.size(0)
             return real(prev, state, cache)
+
         return step
 
     monkeypatch.setattr(decoder, "step", recording(decoder.step))

@@ -91,15 +91,28 @@ def test_shortlist_keeps_each_sentence_to_its_own_set(trained) -> None:  # noqa:
 def test_shortlist_beam_batched_equals_alone(trained64, k: int) -> None:  # noqa: F811
     src, lengths = mixed_sources(64, seed=1)
     table = reverse_table()
-    batched = beam_search(trained64, src, lengths, beam_size=5, nbest=5,
-                          vocab=table.subset(rows(src, lengths), k=k, frequent=2))
+    batched = beam_search(
+        trained64,
+        src,
+        lengths,
+        beam_size=5,
+        nbest=5,
+        vocab=table.subset(rows(src, lengths), k=k, frequent=2),
+    )
     for i, n in enumerate(lengths.tolist()):
         one = src[i : i + 1, :n]
-        alone = beam_search(trained64, one, lengths[i : i + 1], beam_size=5, nbest=5,
-                            vocab=table.subset([one[0].numpy()], k=k, frequent=2))[0]
+        alone = beam_search(
+            trained64,
+            one,
+            lengths[i : i + 1],
+            beam_size=5,
+            nbest=5,
+            vocab=table.subset([one[0].numpy()], k=k, frequent=2),
+        )[0]
         assert [h for h, _ in batched[i]] == [h for h, _ in alone], i
-        torch.testing.assert_close(torch.tensor([s for _, s in batched[i]]),
-                                   torch.tensor([s for _, s in alone]))
+        torch.testing.assert_close(
+            torch.tensor([s for _, s in batched[i]]), torch.tensor([s for _, s in alone])
+        )
 
 
 def test_tensors_round_trip() -> None:

@@ -20,10 +20,19 @@ from .conftest import REPO, run_cli
 
 RECIPE = str(REPO / "recipes" / "mt_small.yaml")
 TINY = [
-    "data.max_train_lines=400", "data.max_eval_lines=40", "tokenize.vocab_size=300",
-    "model.emb_size=32", "model.hidden_size=32", "train.max_tokens=1500",
-    "train.valid_every=10", "train.log_every=5", "train.max_minutes=null", "train.progress=false",
-    "decode.beam_size=3", "train.threads=1", "decode.threads=1",
+    "data.max_train_lines=400",
+    "data.max_eval_lines=40",
+    "tokenize.vocab_size=300",
+    "model.emb_size=32",
+    "model.hidden_size=32",
+    "train.max_tokens=1500",
+    "train.valid_every=10",
+    "train.log_every=5",
+    "train.max_minutes=null",
+    "train.progress=false",
+    "decode.beam_size=3",
+    "train.threads=1",
+    "decode.threads=1",
 ]
 
 
@@ -38,8 +47,12 @@ def _train_dir(ws: Path, *ov: str) -> Path:
         [],  # the recipe's own model: Luong attention without input feeding (the fast path)
         ["model.cell=lstm"],
         ["model.attention=bahdanau", "model.input_feeding=true"],
-        ["model.attention=luong", "model.input_feeding=true", "model.luong_score=dot",
-         "model.bidirectional=false"],
+        [
+            "model.attention=luong",
+            "model.input_feeding=true",
+            "model.luong_score=dot",
+            "model.bidirectional=false",
+        ],
     ],
     ids=["fast", "lstm", "bahdanau", "luong-if-dot"],
 )
@@ -58,7 +71,9 @@ def test_mt_small_variants_run_end_to_end(tmp_path: Path, variant: list[str]):
     info = json.loads((tdir / "train.json").read_text())
     assert info["steps"] == 12 and info["tokens_per_second"] > 0
     # a changed beam reruns only decode and score
-    again = run_cli("run", RECIPE, *TINY, "train.max_steps=12", *variant, "decode.beam_size=2", cwd=tmp_path)
+    again = run_cli(
+        "run", RECIPE, *TINY, "train.max_steps=12", *variant, "decode.beam_size=2", cwd=tmp_path
+    )
     assert again.returncode == 0 and "ran decode, score in" in again.stderr
 
 
@@ -71,8 +86,12 @@ def test_killed_training_resumes_bit_identical(tmp_path: Path):
     # the same recipe, killed with SIGKILL after its second checkpoint, then rerun
     run_cli("run", RECIPE, *ov, "--to", "tokenize", cwd=ws, check=True)
     partial = Path(str(_train_dir(ws, *ov)) + ".partial")
-    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", RECIPE, *ov, "--to", "train"],
-                            cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", RECIPE, *ov, "--to", "train"],
+        cwd=ws,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ck = partial / "checkpoint.pt"
     deadline = time.time() + 240
     seen = 0.0
@@ -99,12 +118,23 @@ def test_killed_training_resumes_bit_identical(tmp_path: Path):
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path: Path):
-    proc = run_cli("run", RECIPE, *TINY, "train.max_steps=30", "train.lr=.inf",
-                   "train.max_nan_batches=3", "--to", "train", cwd=tmp_path)
+    proc = run_cli(
+        "run",
+        RECIPE,
+        *TINY,
+        "train.max_steps=30",
+        "train.lr=.inf",
+        "train.max_nan_batches=3",
+        "--to",
+        "train",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "NaN/inf in 4 batches" in last and "Traceback" not in proc.stderr
-    assert not [p for p in (tmp_path / "cache" / "train").iterdir() if not p.name.endswith(".partial")]
+    assert not [
+        p for p in (tmp_path / "cache" / "train").iterdir() if not p.name.endswith(".partial")
+    ]
 
 
 def test_torchrun_two_cpu_processes_train_identical_weights(tmp_path: Path):
@@ -119,9 +149,22 @@ def test_torchrun_two_cpu_processes_train_identical_weights(tmp_path: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "seqpipe", "run", RECIPE,
-         *ov, "--to", "train"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            torchrun,
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            "-m",
+            "seqpipe",
+            "run",
+            RECIPE,
+            *ov,
+            "--to",
+            "train",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
         start_new_session=True,  # torchrun signals its whole process group when it exits
     )

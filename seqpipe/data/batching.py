@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _cut(order: np.ndarray, cost: np.ndarray, max_tokens: int, max_sentences: int) -> list[np.ndarray]:
+def _cut(
+    order: np.ndarray, cost: np.ndarray, max_tokens: int, max_sentences: int
+) -> list[np.ndarray]:
     batches: list[np.ndarray] = []
     start, tokens = 0, 0
     for i, idx in enumerate(order):
@@ -65,7 +67,9 @@ def train_batches(
     return [batches[i] for i in order]
 
 
-def decode_batches(src_len: np.ndarray, max_tokens: int, max_sentences: int = 1024) -> list[np.ndarray]:
+def decode_batches(
+    src_len: np.ndarray, max_tokens: int, max_sentences: int = 1024
+) -> list[np.ndarray]:
     """Length-sorted batches of indices (longest first) holding at most ``max_tokens`` padded
     source tokens each."""
     order = np.argsort(-src_len.astype(np.int64), kind="stable")

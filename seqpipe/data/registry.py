@@ -88,7 +88,9 @@ def fetch(dataset: str, rel: str) -> Path:
         if path.is_file():
             got = _sha256(path)
             if got != want:
-                raise InputError(f"{path}: sha256 mismatch (expected {want[:12]}…, got {got[:12]}…)")
+                raise InputError(
+                    f"{path}: sha256 mismatch (expected {want[:12]}…, got {got[:12]}…)"
+                )
             return path
     url = info.get("url")
     if not url:
@@ -114,9 +116,12 @@ def download(url: str, dest: Path, sha256: str, retries: int = 3) -> None:
             with urllib.request.urlopen(url, timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or 0) or None
                 h = hashlib.sha256()
-                with open(tmp, "wb") as f, tqdm(
-                    total=total, unit="B", unit_scale=True, desc=dest.name, leave=False
-                ) as bar:
+                with (
+                    open(tmp, "wb") as f,
+                    tqdm(
+                        total=total, unit="B", unit_scale=True, desc=dest.name, leave=False
+                    ) as bar,
+                ):
                     while block := resp.read(1 << 16):
                         f.write(block)
                         h.update(block)
@@ -227,7 +232,11 @@ def safe_extract_zip(archive: Path, dest: Path) -> None:
 
 
 # recipe ``data.dataset`` names whose files come from a differently named registry entry
-REGISTRY_NAMES = {"fsdd_digits": "fsdd", "fsdd_connected": "fsdd", "librispeech": "librispeech_sample"}
+REGISTRY_NAMES = {
+    "fsdd_digits": "fsdd",
+    "fsdd_connected": "fsdd",
+    "librispeech": "librispeech_sample",
+}
 
 
 def registry_name(dataset: str) -> str:

@@ -141,7 +141,9 @@ class CharTokenizer:
         import json
 
         data = {"type": "char", "space": self.SPACE, "tokens": self.tokens}
-        (Path(folder) / self.FILE).write_text(json.dumps(data, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        (Path(folder) / self.FILE).write_text(
+            json.dumps(data, ensure_ascii=False, indent=0) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> CharTokenizer:

@@ -135,8 +135,11 @@ def build_asr_model(spec: dict[str, Any]) -> ASRModel:
     frontend = None
     if sub in ("conv2d", "conv2d8"):
         frontend = Conv2dSubsampling(
-            input_size, spec["conv_channels"], output_size=kw.get("emb_size", 256),
-            dropout=kw.get("dropout", 0.0), norm=bool(spec.get("frontend_norm", False)),
+            input_size,
+            spec["conv_channels"],
+            output_size=kw.get("emb_size", 256),
+            dropout=kw.get("dropout", 0.0),
+            norm=bool(spec.get("frontend_norm", False)),
         )
         if sub == "conv2d8":
             frontend = StackedFrontend(frontend)
@@ -152,8 +155,11 @@ def build_asr_model(spec: dict[str, Any]) -> ASRModel:
             raise ValueError("subsampling pyramid needs model.enc_layers >= 2 and bidirectional")
         reductions = min(2, layers - 1)
         encoder = PyramidalBiLSTMEncoder(
-            input_size, kw.get("hidden_size", 256), num_layers=layers,
-            num_reductions=reductions, dropout=kw.get("dropout", 0.0),
+            input_size,
+            kw.get("hidden_size", 256),
+            num_layers=layers,
+            num_reductions=reductions,
+            dropout=kw.get("dropout", 0.0),
         )
     decoder = None if arch == "ctc" else s2s.decoder
     ctc_head = None
@@ -171,7 +177,9 @@ def model_summary(spec: dict[str, Any]) -> str:
     )
     if spec["arch"] == "ctc":
         return f"{enc} → CTC"
-    dec = f"{kw['cell'].upper()} {kw['hidden_size']}x{kw['dec_layers']}, {kw['attention']} attention"
+    dec = (
+        f"{kw['cell'].upper()} {kw['hidden_size']}x{kw['dec_layers']}, {kw['attention']} attention"
+    )
     return f"{enc} → {dec}" + (" + CTC" if spec["arch"] == "ctc_attention" else "")
 
 

@@ -227,7 +227,9 @@ class RecurrentDecoder(nn.Module):
             logits = self.output_layer(self.out_dropout(att_vector))  # batch x vocab
         else:  # bias + x W'^T in one BLAS call
             weight, bias = output
-            logits = torch.addmm(bias.to(att_vector.dtype), self.out_dropout(att_vector), weight.t())
+            logits = torch.addmm(
+                bias.to(att_vector.dtype), self.out_dropout(att_vector), weight.t()
+            )
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()  # search scores accumulate in full precision
         return logits, state, weights

@@ -40,7 +40,11 @@ class Conv2dSubsampling(nn.Module):
     min_input_length = 7
 
     def __init__(
-        self, input_size: int, channels: int = 32, output_size: int = 256, dropout: float = 0.0,
+        self,
+        input_size: int,
+        channels: int = 32,
+        output_size: int = 256,
+        dropout: float = 0.0,
         norm: bool = False,
     ) -> None:
         """

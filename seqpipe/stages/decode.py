@@ -44,18 +44,32 @@ def run(ctx: StageContext) -> dict[str, Any]:
         shortlist = LexicalShortlist.from_tokenized(
             tok_dir, spec["src_vocab_size"], spec["tgt_vocab_size"]
         )
-    info: dict[str, Any] = {"checkpoint": cfg.checkpoint, "search": search, "splits": {},
-                            "shortlist": cfg.shortlist, "shortlist_frequent": cfg.shortlist_frequent}
+    info: dict[str, Any] = {
+        "checkpoint": cfg.checkpoint,
+        "search": search,
+        "splits": {},
+        "shortlist": cfg.shortlist,
+        "shortlist_frequent": cfg.shortlist_frequent,
+    }
     for split in cfg.splits:
         if not (tok_dir / f"{split}.src.ids.npy").is_file():
             raise InputError(f"decode.splits: no split {split!r} in the data (see data.splits)")
         arr = IdArray(tok_dir, f"{split}.src")
         seqs = [arr[i] for i in range(len(arr))]
         nb, secs = decode_id_seqs(
-            model, seqs, search=search, beam_size=cfg.beam_size, alpha=cfg.alpha,
-            max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, nbest=cfg.nbest,
-            batch_tokens=cfg.batch_tokens, device=device, shortlist=shortlist,
-            shortlist_k=cfg.shortlist, shortlist_frequent=cfg.shortlist_frequent,
+            model,
+            seqs,
+            search=search,
+            beam_size=cfg.beam_size,
+            alpha=cfg.alpha,
+            max_len_a=cfg.max_len_a,
+            max_len_b=cfg.max_len_b,
+            nbest=cfg.nbest,
+            batch_tokens=cfg.batch_tokens,
+            device=device,
+            shortlist=shortlist,
+            shortlist_k=cfg.shortlist,
+            shortlist_frequent=cfg.shortlist_frequent,
         )
         best = tok.decode_tgt([h[0][0] if h else [] for h in nb])
         write_lines(ctx.out / f"{split}.hyp", best)
@@ -66,11 +80,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     for rank, ((_, score), text) in enumerate(zip(hyps, texts, strict=True), 1):
                         f.write(f"{line}\t{rank}\t{score:.4f}\t{text}\n")
         info["splits"][split] = {
-            "sentences": len(seqs), "seconds": round(secs, 3),
+            "sentences": len(seqs),
+            "seconds": round(secs, 3),
             "sentences_per_second": round(len(seqs) / max(secs, 1e-9), 2),
         }
-        ctx.log.info("decode   %-6s %d sentences in %.1f s (%.1f sent/s, %s%s)", split, len(seqs),
-                     secs, len(seqs) / max(secs, 1e-9), search,
-                     f" {cfg.beam_size}" if search == "beam" else "")
+        ctx.log.info(
+            "decode   %-6s %d sentences in %.1f s (%.1f sent/s, %s%s)",
+            split,
+            len(seqs),
+            secs,
+            len(seqs) / max(secs, 1e-9),
+            search,
+            f" {cfg.beam_size}" if search == "beam" else "",
+        )
     (ctx.out / "decode.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {"decode": info}

@@ -41,7 +41,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     stats = json.loads((feat_dir / "stats.json").read_text())
     search = resolve_search(cfg.search, spec["arch"])
     info: dict[str, Any] = {
-        "checkpoint": cfg.checkpoint, "search": search, "arch": spec["arch"], "splits": {},
+        "checkpoint": cfg.checkpoint,
+        "search": search,
+        "arch": spec["arch"],
+        "splits": {},
     }
     if search in ("beam", "joint", "ctc_beam"):
         info["beam_size"] = cfg.beam_size
@@ -53,10 +56,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
             raise InputError(f"decode.splits: no split {split!r} in the data (have {known})")
         store = FeatureStore(feat_dir / "feats" / split)
         nb, secs = transcribe(
-            model, store.lengths, feature_loader(store, normalize), search=search,
-            beam_size=cfg.beam_size, alpha=cfg.alpha, max_len_a=cfg.max_len_a,
-            max_len_b=cfg.max_len_b, nbest=cfg.nbest, ctc_weight=cfg.ctc_weight,
-            batch_frames=cfg.batch_tokens, device=device,
+            model,
+            store.lengths,
+            feature_loader(store, normalize),
+            search=search,
+            beam_size=cfg.beam_size,
+            alpha=cfg.alpha,
+            max_len_a=cfg.max_len_a,
+            max_len_b=cfg.max_len_b,
+            nbest=cfg.nbest,
+            ctc_weight=cfg.ctc_weight,
+            batch_frames=cfg.batch_tokens,
+            device=device,
         )
         write_lines(ctx.out / f"{split}.hyp", tok.decode_tgt([h[0][0] if h else [] for h in nb]))
         write_lines(ctx.out / f"{split}.ids", list(store.utt_ids))
@@ -68,11 +79,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
                         f.write(f"{utt}\t{rank}\t{score:.4f}\t{text}\n")
         audio = float(stats["splits"][split]["audio_seconds"])
         info["splits"][split] = {
-            "utterances": len(store), "seconds": round(secs, 3), "audio_seconds": audio,
+            "utterances": len(store),
+            "seconds": round(secs, 3),
+            "audio_seconds": audio,
             "rtf": round(secs / max(audio, 1e-9), 5),
         }
-        ctx.log.info("decode   %-6s %d utterances in %.1f s (RTF %.4f, %s%s)", split, len(store),
-                     secs, secs / max(audio, 1e-9), search,
-                     f" {cfg.beam_size}" if search in ("beam", "joint", "ctc_beam") else "")
+        ctx.log.info(
+            "decode   %-6s %d utterances in %.1f s (RTF %.4f, %s%s)",
+            split,
+            len(store),
+            secs,
+            secs / max(audio, 1e-9),
+            search,
+            f" {cfg.beam_size}" if search in ("beam", "joint", "ctc_beam") else "",
+        )
     (ctx.out / "decode.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {"decode": info}

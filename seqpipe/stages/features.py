@@ -51,8 +51,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     manifests = {s: read_manifest(prep / f"{s}.tsv") for s in splits}
     sr = recipe.data.sample_rate
     stats: dict[str, Any] = {
-        "num_mel_bins": cfg.num_mel_bins, "sample_rate": sr, "speed_perturb": speeds,
-        "vtlp": cfg.vtlp, "noise_snr": cfg.noise_snr, "cmvn": cfg.cmvn, "splits": {},
+        "num_mel_bins": cfg.num_mel_bins,
+        "sample_rate": sr,
+        "speed_perturb": speeds,
+        "vtlp": cfg.vtlp,
+        "noise_snr": cfg.noise_snr,
+        "cmvn": cfg.cmvn,
+        "splits": {},
     }
     progress = sys.stderr.isatty()
     for split in splits:
@@ -60,10 +65,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
         split_speeds = speeds if split == "train" else [1.0]
         t0 = time.perf_counter()
         store = compute_features_parallel(
-            utts, ctx.out / "feats" / split, num_workers=cfg.workers, sample_rate=sr,
-            num_mel_bins=cfg.num_mel_bins, speeds=split_speeds,
-            compute_cmvn=cfg.cmvn and split == "train", progress=progress, desc=f"fbank {split}",
-            vtlp=cfg.vtlp if split == "train" else 0.0, seed=recipe.seed,
+            utts,
+            ctx.out / "feats" / split,
+            num_workers=cfg.workers,
+            sample_rate=sr,
+            num_mel_bins=cfg.num_mel_bins,
+            speeds=split_speeds,
+            compute_cmvn=cfg.cmvn and split == "train",
+            progress=progress,
+            desc=f"fbank {split}",
+            vtlp=cfg.vtlp if split == "train" else 0.0,
+            seed=recipe.seed,
             noise_snr=cfg.noise_snr if split == "train" else None,
         )
         secs = time.perf_counter() - t0
@@ -81,14 +93,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "x_real_time": round(processed / max(secs, 1e-9), 1),
         }
         ctx.log.info(
-            "features %-6s %6d utterances%s, %d frames%s", split, len(utts),
+            "features %-6s %6d utterances%s, %d frames%s",
+            split,
+            len(utts),
             f" x {len(split_speeds)} speeds" if len(split_speeds) > 1 else "",
-            int(store.lengths.sum()), f", {empty} shorter than one frame" if empty else "",
+            int(store.lengths.sum()),
+            f", {empty} shorter than one frame" if empty else "",
         )
     if cfg.cmvn:
         shutil.copyfile(ctx.out / "feats" / "train" / CMVN_FILE, ctx.out / CMVN_FILE)
-    norm = {"global_cmvn": cfg.cmvn, "utterance_cmn": cfg.utterance_cmn or cfg.utterance_cvn,
-            "utterance_cvn": cfg.utterance_cvn}
+    norm = {
+        "global_cmvn": cfg.cmvn,
+        "utterance_cmn": cfg.utterance_cmn or cfg.utterance_cvn,
+        "utterance_cvn": cfg.utterance_cvn,
+    }
     (ctx.out / "norm.json").write_text(json.dumps(norm) + "\n", encoding="utf-8")
     stats["normalization"] = norm
 
@@ -100,9 +118,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     else:
         (ctx.out / "train.txt").write_text("\n".join(train_text) + "\n", encoding="utf-8")
         train_sentencepiece(
-            [ctx.out / "train.txt"], ctx.out / "spm", model_type=tcfg.model_type,
-            vocab_size=tcfg.vocab_size, character_coverage=tcfg.character_coverage,
-            seed=recipe.seed, input_sentence_size=tcfg.max_sentencepiece_sentences,
+            [ctx.out / "train.txt"],
+            ctx.out / "spm",
+            model_type=tcfg.model_type,
+            vocab_size=tcfg.vocab_size,
+            character_coverage=tcfg.character_coverage,
+            seed=recipe.seed,
+            input_sentence_size=tcfg.max_sentencepiece_sentences,
             threads=tcfg.threads,
         )
         tok = Tokenizer(ctx.out)
@@ -114,5 +136,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         stats["splits"][split]["tgt_tokens"] = sum(map(len, ids))
     ctx.log.info("features %s targets, vocabulary of %d", tcfg.model_type, tok.tgt_vocab_size)
     (ctx.out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    return {"features": {s: v["rows"] for s, v in stats["splits"].items()},
-            "vocab": tok.tgt_vocab_size}
+    return {
+        "features": {s: v["rows"] for s, v in stats["splits"].items()},
+        "vocab": tok.tgt_vocab_size,
+    }

@@ -109,7 +109,9 @@ def _tatoeba_pairs(ctx: StageContext) -> dict[str, list[tuple[str, str]]]:
     wanted = set(d.splits)
     unknown = wanted - {"train", "valid", "test"}
     if unknown:
-        raise InputError(f"data.splits: tatoeba splits are train, valid, test (not {sorted(unknown)})")
+        raise InputError(
+            f"data.splits: tatoeba splits are train, valid, test (not {sorted(unknown)})"
+        )
     out: dict[str, list[tuple[str, str]]] = {s: [] for s in d.splits}
     for eng, other in iter_tsv_pairs(data, f"{archive}:{entry['member']}"):
         split = split_of(eng, d.valid_fraction, d.test_fraction, ctx.recipe.seed)

@@ -86,7 +86,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
         ctx.log.info(
             "prepare  %-6s %6d utterances, %.2f h, %d speaker(s)%s",
-            name, len(utts), hours, stats["splits"][name]["speakers"],
+            name,
+            len(utts),
+            hours,
+            stats["splits"][name]["speakers"],
             f", {len(skipped)} skipped" if skipped else "",
         )
         for msg in skipped[:5]:
@@ -112,7 +115,9 @@ def write_manifest(path: Path, utts: list[ds.Utterance], base: Path) -> None:
         rel = p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)
         for field in (u.utt_id, u.text, u.speaker):
             if "\t" in field or "\n" in field:
-                raise InputError(f"{u.path}: tab or newline in the id/transcript/speaker of {u.utt_id!r}")
+                raise InputError(
+                    f"{u.path}: tab or newline in the id/transcript/speaker of {u.utt_id!r}"
+                )
         lines.append(f"{u.utt_id}\t{rel}\t{u.duration:.4f}\t{u.text}\t{u.speaker}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -154,7 +159,9 @@ def _fetch(ctx: StageContext, dataset: str, suffix: str) -> Path:
     raise InputError(f"dataset {name}: no *{suffix} file in the registry")
 
 
-def _holdout(utts: ds.Utterances, fraction: float, seed: int, what: str) -> tuple[ds.Utterances, ds.Utterances]:
+def _holdout(
+    utts: ds.Utterances, fraction: float, seed: int, what: str
+) -> tuple[ds.Utterances, ds.Utterances]:
     """Split off a seeded ``fraction`` (at least one utterance) of ``utts``: (rest, held out)."""
     if len(utts) < 2:
         raise InputError(f"data: only {len(utts)} utterance(s); cannot hold out a {what} split")
@@ -167,7 +174,9 @@ def _holdout(utts: ds.Utterances, fraction: float, seed: int, what: str) -> tupl
     return rest, held
 
 
-def _with_valid(ctx: StageContext, train: ds.Utterances, **others: ds.Utterances) -> dict[str, ds.Utterances]:
+def _with_valid(
+    ctx: StageContext, train: ds.Utterances, **others: ds.Utterances
+) -> dict[str, ds.Utterances]:
     d = ctx.recipe.data
     fraction = d.valid_fraction if d.valid_fraction > 0 else 0.1
     train, valid = _holdout(train, fraction, ctx.recipe.seed, "valid")
@@ -177,7 +186,9 @@ def _with_valid(ctx: StageContext, train: ds.Utterances, **others: ds.Utterances
 def _pool_splits(ctx: StageContext, pool: ds.Utterances) -> dict[str, ds.Utterances]:
     """One pool of utterances -> train / valid / test by seeded fractions."""
     d = ctx.recipe.data
-    rest, test = _holdout(pool, d.test_fraction if d.test_fraction > 0 else 0.1, ctx.recipe.seed, "test")
+    rest, test = _holdout(
+        pool, d.test_fraction if d.test_fraction > 0 else 0.1, ctx.recipe.seed, "test"
+    )
     return _with_valid(ctx, rest, test=test)
 
 
@@ -223,7 +234,9 @@ def _fsdd_digits(ctx: StageContext) -> dict[str, ds.Utterances]:
     known = sorted({u.speaker for u in everyone})
     for spk in d.test_speakers + d.valid_speakers:
         if spk not in known:
-            raise InputError(f"data.test_speakers/valid_speakers: unknown FSDD speaker {spk!r}; known: {', '.join(known)}")
+            raise InputError(
+                f"data.test_speakers/valid_speakers: unknown FSDD speaker {spk!r}; known: {', '.join(known)}"
+            )
     if set(d.test_speakers) & set(d.valid_speakers):
         raise InputError("data.test_speakers and data.valid_speakers overlap")
     held = set(d.test_speakers) | set(d.valid_speakers)
@@ -231,7 +244,9 @@ def _fsdd_digits(ctx: StageContext) -> dict[str, ds.Utterances]:
         test = ds.Utterances([u for u in everyone if u.speaker in d.test_speakers])
         train = ds.Utterances([u for u in everyone if u.speaker not in held], everyone.skipped)
     else:  # upstream rule: takes 0-4 are test
-        test = ds.Utterances([u for u in everyone if int(u.utt_id.rsplit("-", 1)[1]) < 5 and u.speaker not in held])
+        test = ds.Utterances(
+            [u for u in everyone if int(u.utt_id.rsplit("-", 1)[1]) < 5 and u.speaker not in held]
+        )
         train = ds.Utterances(
             [u for u in everyone if int(u.utt_id.rsplit("-", 1)[1]) >= 5 and u.speaker not in held],
             everyone.skipped,

@@ -35,14 +35,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if "bleu" in cfg.metrics:
             bleu = sacrebleu.metrics.BLEU(tokenize=cfg.bleu_tokenize, lowercase=cfg.lowercase)
             s = bleu.corpus_score(hyps, [refs])
-            res["bleu"] = {"score": round(s.score, 2), "signature": str(bleu.get_signature()),
-                           "detail": str(s)}
+            res["bleu"] = {
+                "score": round(s.score, 2),
+                "signature": str(bleu.get_signature()),
+                "detail": str(s),
+            }
         if "chrf" in cfg.metrics:
             chrf = sacrebleu.metrics.CHRF(lowercase=cfg.lowercase)
             s = chrf.corpus_score(hyps, [refs])
             res["chrf"] = {"score": round(s.score, 2), "signature": str(chrf.get_signature())}
         out["splits"][split] = res
-        ctx.log.info("score    %-6s %s", split, "  ".join(
-            f"{m.upper()} {res[m]['score']:.2f}" for m in ("bleu", "chrf") if m in res))
+        ctx.log.info(
+            "score    %-6s %s",
+            split,
+            "  ".join(f"{m.upper()} {res[m]['score']:.2f}" for m in ("bleu", "chrf") if m in res),
+        )
     (ctx.out / "scores.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return {"scores": out["splits"]}

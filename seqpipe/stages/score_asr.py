@@ -33,8 +33,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     prep, dec = ctx.inputs["prepare"].path, ctx.inputs["decode"].path
     metrics = [m for m in cfg.metrics if m in ASR_METRICS]
     if not metrics:
-        ctx.log.info("score    score.metrics has no ASR metric (%s): scoring wer and cer",
-                     ", ".join(cfg.metrics))
+        ctx.log.info(
+            "score    score.metrics has no ASR metric (%s): scoring wer and cer",
+            ", ".join(cfg.metrics),
+        )
         metrics = list(ASR_METRICS)
     out: dict[str, Any] = {"task": "asr", "splits": {}}
     for hyp_file in sorted(dec.glob("*.hyp")):
@@ -59,26 +61,40 @@ def run(ctx: StageContext) -> dict[str, Any]:
         entry: dict[str, Any] = {"sentences": len(ids)}
         if "wer" in metrics:
             entry["wer"] = {
-                "score": round(100 * res["wer"], 2), "normalization": res["normalization"],
-                "errors": wc["errors"], "ref_words": res["num_ref_words"],
-                "substitutions": wc["substitutions"], "insertions": wc["insertions"],
+                "score": round(100 * res["wer"], 2),
+                "normalization": res["normalization"],
+                "errors": wc["errors"],
+                "ref_words": res["num_ref_words"],
+                "substitutions": wc["substitutions"],
+                "insertions": wc["insertions"],
                 "deletions": wc["deletions"],
             }
         if "cer" in metrics:
             entry["cer"] = {
-                "score": round(100 * res["cer"], 2), "normalization": res["normalization"],
-                "errors": cc["errors"], "ref_chars": res["num_ref_chars"],
-                "substitutions": cc["substitutions"], "insertions": cc["insertions"],
+                "score": round(100 * res["cer"], 2),
+                "normalization": res["normalization"],
+                "errors": cc["errors"],
+                "ref_chars": res["num_ref_chars"],
+                "substitutions": cc["substitutions"],
+                "insertions": cc["insertions"],
                 "deletions": cc["deletions"],
             }
         entry["utterances_with_errors"] = sum(1 for r in res["utterances"] if r["errors"])
         entry["confusions"] = res["confusions"]
         out["splits"][split] = entry
-        ctx.log.info("score    %-6s %s  (%d utterances, %s)", split, "  ".join(
-            f"{m.upper()} {entry[m]['score']:.2f}" for m in metrics), len(ids), cfg.asr_normalization)
+        ctx.log.info(
+            "score    %-6s %s  (%d utterances, %s)",
+            split,
+            "  ".join(f"{m.upper()} {entry[m]['score']:.2f}" for m in metrics),
+            len(ids),
+            cfg.asr_normalization,
+        )
     if not out["splits"]:
         raise InputError(f"{dec}: no decoded split (*.hyp) to score")
     (ctx.out / "scores.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     # the manifest gets the scores without the confusion lists (as MT: scores.json's splits)
-    return {"scores": {s: {k: v for k, v in e.items() if k != "confusions"}
-                       for s, e in out["splits"].items()}}
+    return {
+        "scores": {
+            s: {k: v for k, v in e.items() if k != "confusions"} for s, e in out["splits"].items()
+        }
+    }

@@ -48,7 +48,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "tgt_vocab_size": tok.tgt_vocab_size,
     }
     model = build_model(
-        **spec["kwargs"], src_vocab_size=spec["src_vocab_size"], tgt_vocab_size=spec["tgt_vocab_size"]
+        **spec["kwargs"],
+        src_vocab_size=spec["src_vocab_size"],
+        tgt_vocab_size=spec["tgt_vocab_size"],
     )
     spec["parameters"] = count_parameters(model)
     (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
@@ -62,8 +64,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     (ctx.out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     ctx.log.info(
         "train    %d steps, %.0f s, %.0f real tokens/s, best valid %s %s at step %d",
-        info["steps"], info["train_seconds"], info["tokens_per_second"],
-        recipe.train.valid_metric, "-" if info["best"] is None else f"{info['best']:.2f}",
+        info["steps"],
+        info["train_seconds"],
+        info["tokens_per_second"],
+        recipe.train.valid_metric,
+        "-" if info["best"] is None else f"{info['best']:.2f}",
         info["best_step"],
     )
     return {"train": info}
@@ -88,7 +93,9 @@ class MTBatch:
     n_targets: int
 
 
-def pad_batch(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad id sequences into batch x max_len (int64) with optional BOS/EOS; also lengths."""
     extra = (prefix is not None) + (suffix is not None)
     lens = np.fromiter((len(s) + extra for s in seqs), dtype=np.int64, count=len(seqs))
@@ -116,7 +123,11 @@ class MTTask:
         self.src_len = src.lengths() + 1  # + EOS
         self.tgt_len = tgt.lengths() + 1
         vsrc = IdArray(d, "valid.src")
-        n = len(vsrc) if self.cfg.valid_max_sentences is None else min(len(vsrc), self.cfg.valid_max_sentences)
+        n = (
+            len(vsrc)
+            if self.cfg.valid_max_sentences is None
+            else min(len(vsrc), self.cfg.valid_max_sentences)
+        )
         self.valid_src = [vsrc[i] for i in range(n)]
         vtgt = IdArray(d, "valid.tgt")
         self.valid_tgt = [vtgt[i] for i in range(n)]
@@ -131,8 +142,12 @@ class MTTask:
         if alpha > 0 and self._sampled_epoch != epoch:
             self._resample(epoch, alpha)
         return train_batches(
-            self.src_len, self.tgt_len, max_tokens=self.cfg.max_tokens,
-            max_sentences=self.cfg.max_sentences, seed=self.recipe.seed, epoch=epoch,
+            self.src_len,
+            self.tgt_len,
+            max_tokens=self.cfg.max_tokens,
+            max_sentences=self.cfg.max_sentences,
+            seed=self.recipe.seed,
+            epoch=epoch,
             shortest_first=epoch < self.cfg.sortagrad,  # epoch counts from 0
         )
 
@@ -159,8 +174,12 @@ class MTTask:
         tgt_out, tgt_len = pad_batch(tgt_seqs, suffix=EOS_ID)
         n_t = int(tgt_len.sum())
         return MTBatch(
-            src.to(device, non_blocking=True), src_len, tgt_in.to(device, non_blocking=True),
-            tgt_out.to(device, non_blocking=True), int(src_len.sum()) + n_t, n_t,
+            src.to(device, non_blocking=True),
+            src_len,
+            tgt_in.to(device, non_blocking=True),
+            tgt_out.to(device, non_blocking=True),
+            int(src_len.sum()) + n_t,
+            n_t,
         )
 
     def loss(self, model: torch.nn.Module, batch: MTBatch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -190,7 +209,9 @@ class MTTask:
             _, nll, n = label_smoothed_nll(logits, tgt_out.to(device), 0.0)
             nll_sum += float(nll)
             n_tok += int(n)
-            out = greedy_search(model, src, src_len, self.recipe.decode.max_len_a, self.recipe.decode.max_len_b)
+            out = greedy_search(
+                model, src, src_len, self.recipe.decode.max_len_a, self.recipe.decode.max_len_b
+            )
             for i, h in zip(idx, out, strict=True):
                 hyps[i] = h
         text = self.tok.decode_tgt(hyps)

@@ -69,8 +69,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     (ctx.out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     ctx.log.info(
         "train    %d steps, %.0f s, %.0f frames/s, best valid %s %s at step %d",
-        info["steps"], info["train_seconds"], info["tokens_per_second"],
-        recipe.train.valid_metric, "-" if info["best"] is None else f"{info['best']:.2f}",
+        info["steps"],
+        info["train_seconds"],
+        info["tokens_per_second"],
+        recipe.train.valid_metric,
+        "-" if info["best"] is None else f"{info['best']:.2f}",
         info["best_step"],
     )
     return {"train": info}
@@ -91,8 +94,14 @@ class ASRBatch:
 class ASRTask:
     """Training rows (utterance x speed) of the features artifact, and validation."""
 
-    def __init__(self, recipe: Recipe, ctx: StageContext, model: torch.nn.Module, tok: Any,
-                 normalize: Callable[[np.ndarray], np.ndarray]):
+    def __init__(
+        self,
+        recipe: Recipe,
+        ctx: StageContext,
+        model: torch.nn.Module,
+        tok: Any,
+        normalize: Callable[[np.ndarray], np.ndarray],
+    ):
         from ..features import FeatureStore, SpecAugment
 
         self.recipe, self.cfg, self.model, self.tok = recipe, recipe.train, model, tok
@@ -117,15 +126,24 @@ class ASRTask:
         if not len(self.rows):
             raise InputError("train: no training utterance is long enough for its transcript")
         if self.dropped:
-            ctx.log.warning("train    %d of %d training rows are too short for their "
-                            "transcripts and are left out", self.dropped, rows)
+            ctx.log.warning(
+                "train    %d of %d training rows are too short for their "
+                "transcripts and are left out",
+                self.dropped,
+                rows,
+            )
         self.frames = frames[self.rows]
         self.tgt_len = tgt_len[self.rows] + 1
         bins = self.store.num_mel_bins
         self.spec_augment = (
-            SpecAugment(freq_masks=2, freq_width=max(1, round(27 * bins / 80)), time_masks=2,
-                        time_width=0.05)
-            if self.cfg.spec_augment else None
+            SpecAugment(
+                freq_masks=2,
+                freq_width=max(1, round(27 * bins / 80)),
+                time_masks=2,
+                time_width=0.05,
+            )
+            if self.cfg.spec_augment
+            else None
         )
         # validation data
         self.valid_store = FeatureStore(d / "feats" / "valid")
@@ -141,16 +159,21 @@ class ASRTask:
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return train_batches(
-            self.frames, self.tgt_len, max_tokens=self.cfg.max_tokens,
-            max_sentences=self.cfg.max_sentences, seed=self.recipe.seed, epoch=epoch,
+            self.frames,
+            self.tgt_len,
+            max_tokens=self.cfg.max_tokens,
+            max_sentences=self.cfg.max_sentences,
+            seed=self.recipe.seed,
+            epoch=epoch,
             shortest_first=epoch < self.cfg.sortagrad,  # epoch counts from 0
         )
 
     def _feats(self, store: Any, i: int) -> np.ndarray:
         return self.normalize(store[i])
 
-    def make_batch(self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device,
-                   augment: bool) -> ASRBatch:
+    def make_batch(
+        self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device, augment: bool
+    ) -> ASRBatch:
         from ..models.asr import pad_features
 
         x, x_len = pad_features(feats, self.model.min_frames)
@@ -161,16 +184,28 @@ class ASRTask:
         tgt_out, _ = pad_batch(tgts, suffix=EOS_ID)
         n_t = int(target_lengths.sum()) + (0 if self.arch == "ctc" else len(tgts))
         return ASRBatch(
-            x.to(device, non_blocking=True), x_len, targets.to(device), target_lengths,
-            tgt_in.to(device), tgt_out.to(device), int(x_len.sum()), n_t,
+            x.to(device, non_blocking=True),
+            x_len,
+            targets.to(device),
+            target_lengths,
+            tgt_in.to(device),
+            tgt_out.to(device),
+            int(x_len.sum()),
+            n_t,
         )
 
     def collate(self, idx: np.ndarray, device: torch.device) -> ASRBatch:
         rows = self.rows[idx]
-        return self.make_batch([self._feats(self.store, int(r)) for r in rows],
-                               [self.tgt[int(r)] for r in rows], device, augment=True)
+        return self.make_batch(
+            [self._feats(self.store, int(r)) for r in rows],
+            [self.tgt[int(r)] for r in rows],
+            device,
+            augment=True,
+        )
 
-    def loss(self, model: torch.nn.Module, batch: ASRBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: ASRBatch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         return asr_loss(model, batch, self.arch, self.cfg.ctc_weight, self.cfg.label_smoothing)
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
@@ -184,8 +219,13 @@ class ASRTask:
         search = "greedy" if self.arch == "attention" else "ctc_greedy"
         dec = self.recipe.decode
         nbest, _ = transcribe(
-            model, lengths, lambda i: self._feats(self.valid_store, i), search=search,
-            max_len_a=dec.max_len_a, max_len_b=dec.max_len_b, batch_frames=dec.batch_tokens,
+            model,
+            lengths,
+            lambda i: self._feats(self.valid_store, i),
+            search=search,
+            max_len_a=dec.max_len_a,
+            max_len_b=dec.max_len_b,
+            batch_frames=dec.batch_tokens,
             device=device,
         )
         hyps = self.tok.decode_tgt([h[0][0] if h else [] for h in nbest])
@@ -195,16 +235,21 @@ class ASRTask:
         ok = [i for i in range(n) if lengths[i] >= model.min_frames and len(self.valid_tgt[i])]
         for start in range(0, len(ok), 32):
             chunk = ok[start : start + 32]
-            batch = self.make_batch([self._feats(self.valid_store, i) for i in chunk],
-                                    [self.valid_tgt[i] for i in chunk], device, augment=False)
+            batch = self.make_batch(
+                [self._feats(self.valid_store, i) for i in chunk],
+                [self.valid_tgt[i] for i in chunk],
+                device,
+                augment=False,
+            )
             loss, _ = asr_loss(model, batch, self.arch, self.cfg.ctc_weight, 0.0)
             loss_sum += float(loss)
             n_tok += batch.n_targets
         return {"wer": 100 * res["wer"], "cer": 100 * res["cer"], "loss": loss_sum / max(1, n_tok)}
 
 
-def asr_loss(model: torch.nn.Module, batch: ASRBatch, arch: str, ctc_weight: float,
-             label_smoothing: float) -> tuple[torch.Tensor, dict[str, float]]:
+def asr_loss(
+    model: torch.nn.Module, batch: ASRBatch, arch: str, ctc_weight: float, label_smoothing: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Summed loss of a batch (see the module docstring) and its parts."""
     from ..models.ctc import ctc_loss
     from ..models.seq2seq import label_smoothed_nll
@@ -217,8 +262,12 @@ def asr_loss(model: torch.nn.Module, batch: ASRBatch, arch: str, ctc_weight: flo
         stats["att_nll"] = float(nll)
         total = att if arch == "attention" else (1.0 - ctc_weight) * att
     if out.ctc_log_probs is not None:
-        ctc = ctc_loss(out.ctc_log_probs, out.enc.lengths, batch.targets.to(out.ctc_log_probs.device),
-                       batch.target_lengths)
+        ctc = ctc_loss(
+            out.ctc_log_probs,
+            out.enc.lengths,
+            batch.targets.to(out.ctc_log_probs.device),
+            batch.target_lengths,
+        )
         stats["ctc"] = float(ctc.detach())
         total = ctc if arch == "ctc" else total + ctc_weight * ctc
     assert total is not None
