@@ -325,14 +325,15 @@ def _use_model(
             cmd = "transcribe" if src.task == "asr" else "translate"
             kind = "a speech recognition" if src.task == "asr" else "a translation"
             raise InputError(f"{model} is {kind} model: use `seqpipe {cmd}` (or `seqpipe decode`)")
-        DecodeSettings.from_config(src.decode_cfg).override(
+        asked = dict(
             beam=beam,
             nbest=nbest,
             search=search,
             alpha=alpha,
             batch_tokens=batch_tokens,
             shortlist=shortlist,
-        ).check(src.task)
+        )
+        DecodeSettings.from_config(src.decode_cfg).override(**asked).check(src.task)
         for name in inputs:
             if name != "-" and not Path(name).is_file():
                 raise InputError(f"{name}: file not found")
@@ -343,14 +344,7 @@ def _use_model(
             import torch
 
             torch.set_num_threads(max(1, int(m.source.decode_cfg.threads)))
-        s = m.decode_settings(
-            beam=beam,
-            nbest=nbest,
-            search=search,
-            alpha=alpha,
-            batch_tokens=batch_tokens,
-            shortlist=shortlist,
-        )
+        s = m.decode_settings(**asked)
         if not inputs:
             if sys.stdin.isatty() and world == 1:
                 _interactive(m, s)

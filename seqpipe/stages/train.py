@@ -21,6 +21,23 @@ from ..pipeline import StageContext
 from ..recipe import ModelConfig, Recipe
 
 
+def recipe_train_batches(
+    src_len: np.ndarray, tgt_len: np.ndarray, recipe: Recipe, epoch: int
+) -> list[np.ndarray]:
+    """One epoch's batches under the recipe's train: keys (token budget, sentence cap, seed,
+    sortagrad curriculum); source lengths are tokens (MT) or feature frames (ASR)."""
+    cfg = recipe.train
+    return train_batches(
+        src_len,
+        tgt_len,
+        max_tokens=cfg.max_tokens,
+        max_sentences=cfg.max_sentences,
+        seed=recipe.seed,
+        epoch=epoch,
+        shortest_first=epoch < cfg.sortagrad,  # epoch counts from 0
+    )
+
+
 def model_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     """The model: keys that the attention encoder-decoder builder takes (not the ASR ones)."""
     from ..models.asr import ASR_KEYS
@@ -141,15 +158,7 @@ class MTTask:
         alpha = self.recipe.tokenize.bpe_dropout
         if alpha > 0 and self._sampled_epoch != epoch:
             self._resample(epoch, alpha)
-        return train_batches(
-            self.src_len,
-            self.tgt_len,
-            max_tokens=self.cfg.max_tokens,
-            max_sentences=self.cfg.max_sentences,
-            seed=self.recipe.seed,
-            epoch=epoch,
-            shortest_first=epoch < self.cfg.sortagrad,  # epoch counts from 0
-        )
+        return recipe_train_batches(self.src_len, self.tgt_len, self.recipe, epoch)
 
     def _resample(self, epoch: int, alpha: float) -> None:
         """BPE-dropout: a new sampled segmentation of the training data for this epoch."""

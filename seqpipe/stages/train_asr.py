@@ -27,12 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.batching import train_batches
 from ..data.tokenizer import BOS_ID, EOS_ID, IdArray, load_target_tokenizer
 from ..errors import InputError
 from ..pipeline import StageContext
 from ..recipe import Recipe
-from .train import pad_batch
+from .train import pad_batch, recipe_train_batches
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -158,15 +157,7 @@ class ASRTask:
         return max(1, int((self.frames.sum() + self.tgt_len.sum()) // self.cfg.max_tokens))
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        return train_batches(
-            self.frames,
-            self.tgt_len,
-            max_tokens=self.cfg.max_tokens,
-            max_sentences=self.cfg.max_sentences,
-            seed=self.recipe.seed,
-            epoch=epoch,
-            shortest_first=epoch < self.cfg.sortagrad,  # epoch counts from 0
-        )
+        return recipe_train_batches(self.frames, self.tgt_len, self.recipe, epoch)
 
     def _feats(self, store: Any, i: int) -> np.ndarray:
         return self.normalize(store[i])
