@@ -72,6 +72,16 @@ def main(debug: bool, verbose: bool) -> None:
     _setup_logging(verbose)
 
 
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Leaderboard output format.",
+)
+
+
 def _workspace_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "-w",
@@ -577,13 +587,7 @@ def export(
     help="bleu | chrf | wer | cer | params | steps | train_seconds | decode_speed | date "
     "| run (default: bleu, or wer without MT runs); best first.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "markdown", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@_format_option
 @click.option("--color/--no-color", default=None, help="Bold best values (default: on a terminal).")
 @_workspace_option
 @handle_errors
@@ -626,13 +630,7 @@ def leaderboard(
 @click.option("--seed", default=0, show_default=True, help="Seed of the random draws.")
 @click.option("--dry-run", is_flag=True, help="List the variants; run nothing.")
 @click.option("--sort", "sort_by", metavar="METRIC", help="Leaderboard order (as `leaderboard`).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "markdown", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@_format_option
 @click.option("--wait", is_flag=True, help="Wait for another run's workspace lock.")
 @_workspace_option
 @handle_errors
