@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import tarfile
 import time
 import urllib.error
@@ -223,9 +224,16 @@ def safe_extract_zip(archive: Path, dest: Path) -> None:
     """Extract a zip file, refusing members whose path leaves ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive) as zf:
-        for name in zf.namelist():
-            _check_member(dest, name, archive)
-        zf.extractall(dest)  # noqa: S202 — every member checked above
+        # every member is checked before anything is written; each is then written to the
+        # checked path itself (no extractall: the target never comes from the archive again)
+        targets = [(info, _check_member(dest, info.filename, archive)) for info in zf.infolist()]
+        for info, target in targets:
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
 
 
 # ------------------------------------------------------------------------- keys
