@@ -15,7 +15,8 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
   a larger RNN input), reported for reference.
 * ``decode_beam5`` / ``decode_greedy``: the decode stage on test_2016_flickr (1,000 sentences)
   with the fast model: sentences/s of the decoding loop, peak RSS; ``*_shortlist``: the same
-  with a lexical shortlist (``decode.shortlist=10``, 300 frequent pieces) and its BLEU.
+  with a lexical shortlist (``decode.shortlist=10``, 300 frequent pieces) and its BLEU;
+  ``*_int8*``: with ``decode.quantize=int8`` (int8 dynamic quantization of the weights).
 * ``asr_*`` (``--parts`` with ``asr``): recipes/asr_small.yaml (FSDD connected digits, joint
   CTC/attention): the features stage (× real time: audio seconds, every speed-perturbed copy
   included, per wall second, with ``features.workers`` processes), training for
@@ -201,7 +202,13 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     for name, ov in {"decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
                      "decode_greedy": ["decode.search=greedy"],
                      "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *shortlist],
-                     "decode_greedy_shortlist": ["decode.search=greedy", *shortlist]}.items():
+                     "decode_greedy_shortlist": ["decode.search=greedy", *shortlist],
+                     "decode_beam5_int8": ["decode.search=beam", "decode.beam_size=5", "decode.quantize=int8"],
+                     "decode_greedy_int8": ["decode.search=greedy", "decode.quantize=int8"],
+                     "decode_beam5_int8_shortlist": ["decode.search=beam", "decode.beam_size=5",
+                                                     "decode.quantize=int8", *shortlist],
+                     "decode_greedy_int8_shortlist": ["decode.search=greedy", "decode.quantize=int8",
+                                                      *shortlist]}.items():
         d, sc, rss = decode_and_score(RECIPE, [*fast, *ov, "decode.checkpoint=last"], ws, env, name)
         res[name] = {"sent_per_s": d["sentences_per_second"], "seconds": d["seconds"],
                      "peak_rss_mib": rss, "bleu": sc["bleu"]["score"],
@@ -226,9 +233,8 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     if jt:
         ratios["train_fast_vs_joey"] = round(res["train_fast"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
         ratios["train_input_feeding_vs_joey"] = round(res["train_input_feeding"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
-    for ours, theirs in (("decode_beam5", "beam5_sent_per_s"), ("decode_greedy", "greedy_sent_per_s"),
-                         ("decode_beam5_shortlist", "beam5_sent_per_s"),
-                         ("decode_greedy_shortlist", "greedy_sent_per_s")):
+    for ours in [r for r in res if r.startswith("decode_")]:
+        theirs = "beam5_sent_per_s" if ours.startswith("decode_beam5") else "greedy_sent_per_s"
         if joey.get(theirs):
             ratios[f"{ours}_vs_joey"] = round(res[ours]["sent_per_s"] / float(joey[theirs]), 2)  # type: ignore[index]
     res["ratios"] = ratios

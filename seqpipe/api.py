@@ -294,6 +294,7 @@ class Model:
         checkpoint: str | None = None,
         device: str | None = None,
         threads: int | None = None,
+        quantize: str | None = None,
     ):
         import torch
 
@@ -317,6 +318,13 @@ class Model:
             self._load_bundle(source.bundle)
         else:
             self._load_artifacts()
+        self.quantize = quantize or getattr(cfg, "quantize", "none")
+        if self.quantize not in ("none", "int8"):
+            raise InputError(f"quantize {self.quantize!r}: use none or int8")
+        if self.quantize == "int8":
+            from .inference import quantize_int8
+
+            self.model = quantize_int8(self.model, self.device)
 
     # -- loading
     def _load_artifacts(self) -> None:
@@ -653,6 +661,7 @@ def load_model(
     checkpoint: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    quantize: str | None = None,
 ) -> Model:
     """Load a trained model: an experiment folder (``exp/mt_small``), a recipe (with
     ``overrides``, looked up in ``workspace``'s cache), a train artifact or an exported file.
@@ -662,8 +671,10 @@ def load_model(
     :param device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default: the recipe's
         ``decode.device``)
     :param threads: torch CPU threads (default: leave torch's setting alone)
+    :param quantize: ``none`` | ``int8`` (CPU: int8 dynamic quantization of the Linear/GRU/LSTM
+        weights; default: the recipe's ``decode.quantize``)
     """
     if checkpoint is not None and checkpoint not in ("best", "last", "averaged"):
         raise InputError(f"checkpoint {checkpoint!r}: use best, last or averaged")
     src = resolve_model(str(model), workspace, overrides)
-    return Model(src, checkpoint=checkpoint, device=device, threads=threads)
+    return Model(src, checkpoint=checkpoint, device=device, threads=threads, quantize=quantize)

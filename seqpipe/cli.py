@@ -235,6 +235,12 @@ def _decode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["best", "last", "averaged"]),
             help="Which weights (default: the recipe's decode.checkpoint).",
         ),
+        click.option(
+            "--quantize",
+            type=click.Choice(["none", "int8"]),
+            help="CPU: int8 dynamic quantization of the weights (default: the recipe's "
+            "decode.quantize).",
+        ),
         click.option("--device", help="cpu | cuda | cuda:N | auto (default: the recipe's)."),
         click.option("--threads", type=int, help="torch CPU threads (default: the recipe's)."),
         click.option(
@@ -306,6 +312,7 @@ def _use_model(
     batch_tokens: int | None,
     shortlist: int | None,
     checkpoint: str | None,
+    quantize: str | None,
     device: str | None,
     threads: int | None,
     overrides: tuple[str, ...],
@@ -349,7 +356,7 @@ def _use_model(
                 raise InputError(f"{name}: file not found")
         if checkpoint is not None and checkpoint not in ("best", "last", "averaged"):
             raise InputError(f"--checkpoint {checkpoint}: use best, last or averaged")
-        m = Model(src, checkpoint=checkpoint, device=device, threads=threads)
+        m = Model(src, checkpoint=checkpoint, device=device, threads=threads, quantize=quantize)
         if threads is None and m.device.type == "cpu":  # as the decode stage does
             import torch
 

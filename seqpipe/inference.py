@@ -51,6 +51,40 @@ def load_mt_model(
     return model, spec
 
 
+QUANTIZE_CHOICES = ("none", "int8")
+
+
+def quantize_int8(model: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Dynamic int8 quantization for CPU decoding (``decode.quantize: int8``).
+
+    The weights of every ``Linear``, ``GRU`` and ``LSTM`` become int8 (per tensor); their
+    inputs are quantized on the fly, row by row of each batch, and results come back in
+    float32 (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels). Embeddings,
+    convolutions, plain RNNs and all search arithmetic stay float32. CPU only."""
+    if torch.device(device).type != "cpu":
+        raise InputError(
+            f"decode.quantize: int8 is dynamic quantization for CPU decoding; the device is "
+            f"{device} (use decode.quantize=none there)"
+        )
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as e:  # pragma: no cover - depends on the torch release
+        raise InputError(
+            "decode.quantize: int8 needs torch.ao.quantization.quantize_dynamic, which this "
+            f"torch ({torch.__version__}) lacks"
+        ) from e
+    import warnings
+
+    with warnings.catch_warnings():
+        # torch 2.9 announces that eager-mode quantization moves to torchao; the kernels used
+        # here are torch's own (fbgemm) and unchanged
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return quantize_dynamic(
+            model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM}, dtype=torch.qint8
+        )
+
+
 def decode_id_seqs(
     model: torch.nn.Module,
     seqs: list[np.ndarray] | list[list[int]],

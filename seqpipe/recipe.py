@@ -270,6 +270,10 @@ class DecodeConfig(Section):
     shortlist_frequent: int = Field(
         300, ge=0, description="MT: most frequent target pieces always in the shortlist"
     )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="CPU decoding: int8 dynamic quantization of the Linear/GRU/LSTM weights",
+    )
     batch_tokens: int = _nokey(6000, "source tokens per decoding batch")
     splits: list[str] = Field(default_factory=lambda: ["test"])
     device: str = _nokey("auto")

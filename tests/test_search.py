@@ -437,6 +437,32 @@ def test_prefix_scorer_hook(trained64: Seq2Seq) -> None:
     assert all(banned not in h for b in joint for h, _ in b)
 
 
+# --------------------------------------------------------------------------- int8
+def test_int8_quantized_model_searches(trained: Seq2Seq) -> None:
+    """decode.quantize=int8: Linear and GRU weights become int8 (torch.ao dynamic
+    quantization); search still solves the task, and the shortlist's output-layer subset of
+    the quantized layer gives exactly the full quantized layer's columns."""
+    from seqpipe.errors import InputError
+    from seqpipe.inference import quantize_int8
+
+    q = quantize_int8(copy.deepcopy(trained))
+    assert "DynamicQuantizedLinear" in repr(q.decoder.output_layer)
+    assert "DynamicQuantizedGRU" in repr(q.encoder.rnn)
+    src, lengths, _, _ = reverse_batch(torch.Generator().manual_seed(123), 200)
+    refs = [src[i, :n].flip(0).tolist() for i, n in enumerate(lengths.tolist())]
+    for hyps in (greedy_search(q, src, lengths), [b[0][0] for b in beam_search(q, src, lengths)]):
+        accuracy = sum(h == r for h, r in zip(hyps, refs, strict=True)) / len(refs)
+        assert accuracy >= 0.9, f"int8 reverse task sentence accuracy {accuracy:.2f}"
+    x = torch.randn(7, 32)
+    ids = torch.tensor([2, 5, 6, 11, 19])
+    project = q.decoder.subset_projection(ids)
+    torch.testing.assert_close(
+        project(x, torch.zeros(7, 5)), q.decoder.output_layer(x)[:, ids], rtol=0, atol=0
+    )
+    with pytest.raises(InputError, match="decode.quantize"):
+        quantize_int8(copy.deepcopy(trained), "cuda")
+
+
 # --------------------------------------------------------------------------- golden
 def test_golden_beam_output() -> None:
     """Seeded untrained model: exact hypotheses computed once (accidental change detector)."""

@@ -466,6 +466,26 @@ def test_shortlist_stage_cli_export_and_api_agree(ws: Path, tmp_path: Path):
         run_cli("run", RECIPE, *TINY, cwd=ws, check=True)  # cached: the plain decode again
 
 
+def test_int8_decoding_stage_and_cli_agree(ws: Path):
+    """decode.quantize=int8 reruns only decode and score, records itself in decode.json, and
+    `seqpipe decode` of the experiment (whose recipe carries the setting) gives the same lines.
+    Restores the workspace's plain run after."""
+    try:
+        proc = run_cli("run", RECIPE, *TINY, "decode.quantize=int8", cwd=ws, check=True)
+        assert "ran decode, score in" in proc.stderr
+        info = json.loads((_exp(ws) / "decode" / "decode.json").read_text())
+        assert info["quantize"] == "int8"
+        stage = _stage_hyp(ws)
+        assert len(stage) == len(_test_src(ws))
+        src = _exp(ws) / "prepare" / "test.src"
+        got = run_cli("decode", "exp/mt_small", str(src), cwd=ws, check=True).stdout
+        assert got.splitlines() == stage
+        plain = run_cli("decode", "exp/mt_small", str(src), "--quantize", "none", cwd=ws)
+        assert len(plain.stdout.splitlines()) == len(stage)
+    finally:
+        run_cli("run", RECIPE, *TINY, cwd=ws, check=True)  # cached: the plain decode again
+
+
 ASR_RECIPE = REPO / "recipes" / "asr_yesno.yaml"
 
 

@@ -17,7 +17,7 @@ import torch
 from ..data.text import write_lines
 from ..data.tokenizer import IdArray, Tokenizer
 from ..errors import InputError
-from ..inference import decode_id_seqs, load_mt_model
+from ..inference import decode_id_seqs, load_mt_model, quantize_int8
 from ..pipeline import StageContext
 from ..trainer import pick_device
 
@@ -34,6 +34,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tok_dir = ctx.inputs["tokenize"].path
     tok = Tokenizer(tok_dir)
     model, spec = load_mt_model(ctx.inputs["train"].path, cfg.checkpoint, device)
+    if cfg.quantize == "int8":
+        model = quantize_int8(model, device)
     search = "greedy" if cfg.search == "greedy" else "beam"
     if cfg.search not in ("beam", "greedy"):
         raise InputError(f"decode.search: {cfg.search} is for ASR; MT uses beam or greedy")
@@ -50,6 +52,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "splits": {},
         "shortlist": cfg.shortlist,
         "shortlist_frequent": cfg.shortlist_frequent,
+        "quantize": cfg.quantize,
     }
     for split in cfg.splits:
         if not (tok_dir / f"{split}.src.ids.npy").is_file():

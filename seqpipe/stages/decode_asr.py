@@ -37,6 +37,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     feat_dir = ctx.inputs["features"].path
     tok = load_target_tokenizer(feat_dir)
     model, spec = load_asr_model(ctx.inputs["train"].path, cfg.checkpoint, device)
+    if cfg.quantize == "int8":
+        from ..inference import quantize_int8
+
+        model = quantize_int8(model, device)
     normalize = feature_normalizer(feat_dir)
     stats = json.loads((feat_dir / "stats.json").read_text())
     search = resolve_search(cfg.search, spec["arch"])
@@ -45,6 +49,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "search": search,
         "arch": spec["arch"],
         "splits": {},
+        "quantize": cfg.quantize,
     }
     if search in ("beam", "joint", "ctc_beam"):
         info["beam_size"] = cfg.beam_size
