@@ -3,7 +3,8 @@
 Search relies only on this model interface (see :mod:`seqpipe.models`):
 
 - ``model.encode(src, src_len) -> EncoderOutput``
-- ``model.decoder.prepare_cache(enc)`` / ``reorder_cache(cache, index)``
+- ``model.decoder.prepare_cache(enc)`` / ``reorder_cache(cache, index)``; beam search keeps one
+  cache row per sentence, so ``step_logits`` gets ``beam_size`` consecutive rows per cache row
 - ``model.decoder.init_state(enc)`` / ``reorder_state(state, index)``
 - ``model.decoder.step_logits(prev_tokens, state, cache) -> (logits, state, attn_weights)``
   (search normalises only the candidates it keeps); with a vocabulary subset, a fourth
@@ -231,7 +232,8 @@ def beam_search(
     batch = enc.lengths.size(0)
     device = enc.outputs.device
     expand = torch.arange(batch, device=device).repeat_interleave(k)  # batch*k
-    cache = decoder.reorder_cache(decoder.prepare_cache(enc), expand)  # keys projected once
+    # keys projected once; one cache row per sentence, shared by its k beams (rows i*k..i*k+k-1)
+    cache = decoder.prepare_cache(enc)
     state = decoder.reorder_state(decoder.init_state(enc), expand)
     out_proj = _subset_projection(decoder, vocab)
     bias = None if vocab is None else vocab.bias.index_select(0, expand)  # active*k x V'
@@ -322,7 +324,7 @@ def beam_search(
             new_scores, new_rows = new_scores[keep], new_rows[keep]
             new_tok, new_col = new_tok[keep], new_col[keep]
             kept_rows = (keep.unsqueeze(1) * k + beam_offsets).view(-1)
-            cache = decoder.reorder_cache(cache, kept_rows)
+            cache = decoder.reorder_cache(cache, keep)
             if bias is not None:  # rows of one sentence share their bias: no reorder in-beam
                 bias = bias.index_select(0, kept_rows)
         rows = new_rows.view(-1)

@@ -182,8 +182,18 @@ def test_location_attention() -> None:
     other[:, 0] = 1.0
     _, weights2 = attn(query, keys, values, mask, other)
     assert not torch.allclose(weights, weights2)
-    with pytest.raises(ValueError, match="step-wise"):
-        attn(query.unsqueeze(1), keys, values, mask, prev)
+    # a group of queries sharing a memory row (beams) == each query with its own copy
+    group_q = torch.randn(3, 2, 4)
+    group_prev = torch.stack([prev, other], dim=1)  # 3 x 2 x src
+    ctx_g, w_g = attn(group_q, keys, values, mask, group_prev)
+    rep = torch.arange(3).repeat_interleave(2)
+    ctx_r, w_r = attn(
+        group_q.reshape(6, 4), keys[rep], values[rep], mask[rep], group_prev.reshape(6, -1)
+    )
+    torch.testing.assert_close(ctx_g.reshape(6, -1), ctx_r)
+    torch.testing.assert_close(w_g.reshape(6, -1), w_r)
+    with pytest.raises(ValueError, match="prev_weights"):
+        attn(query, keys, values, mask)
 
 
 # --------------------------------------------------------------------------- decoder

@@ -229,7 +229,7 @@ def test_beam_scores_are_length_normalised_logprobs(trained64: Seq2Seq, alpha: f
 
 def test_max_length_forces_eos(trained64: Seq2Seq, monkeypatch: pytest.MonkeyPatch) -> None:
     decoder = trained64.decoder
-    real_step, real_logits = decoder.step, decoder.step_logits
+    real_logits = decoder.step_logits
 
     def never_eos(real):
         def step(prev, state, cache):
@@ -239,8 +239,7 @@ def test_max_length_forces_eos(trained64: Seq2Seq, monkeypatch: pytest.MonkeyPat
 
         return step
 
-    monkeypatch.setattr(decoder, "step", never_eos(real_step))  # beam search
-    monkeypatch.setattr(decoder, "step_logits", never_eos(real_logits))  # greedy search
+    monkeypatch.setattr(decoder, "step_logits", never_eos(real_logits))  # both searches
     src, lengths = mixed_sources(8, seed=6)
     limits = max_output_lengths(lengths, 1.5, 2).tolist()
     assert limits == [int(1.5 * n + 2) for n in lengths.tolist()]
@@ -256,16 +255,16 @@ def test_finished_sentences_leave_the_batch(
 ) -> None:
     decoder = trained64.decoder
     rows: list[int] = []
+    per_cache_row = [4]  # beam search: the beams of a sentence share its cache row
 
     def recording(real):
         def step(prev, state, cache):
             rows.append(prev.size(0))
-            assert cache.keys.size(0) == prev.size(0)
+            assert prev.size(0) == cache.keys.size(0) * per_cache_row[0]
             return real(prev, state, cache)
 
         return step
 
-    monkeypatch.setattr(decoder, "step", recording(decoder.step))
     monkeypatch.setattr(decoder, "step_logits", recording(decoder.step_logits))
     src, lengths = mixed_sources(32, seed=8, lo=1, hi=10)
     beam_search(trained64, src, lengths, beam_size=4)
@@ -273,6 +272,7 @@ def test_finished_sentences_leave_the_batch(
     assert all(r % 4 == 0 for r in rows)
     assert rows == sorted(rows, reverse=True) and rows[-1] < rows[0] // 4
     rows.clear()
+    per_cache_row[0] = 1
     greedy_search(trained64, src, lengths)
     assert rows[0] == 32 and rows == sorted(rows, reverse=True) and rows[-1] < 8
 

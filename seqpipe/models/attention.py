@@ -5,7 +5,9 @@ All share one interface:
 - ``project_keys(memory)`` projects the encoder outputs once per batch (search calls it once,
   then only reorders the result);
 - ``forward(query, keys, values, mask, prev_weights=None) -> (context, weights)`` with a query
-  for one step (batch x query_size) or for all steps at once (batch x steps x query_size).
+  for one step (batch x query_size) or several queries per memory row (batch x steps x
+  query_size): all steps at once in training, or the beams of one sentence in beam search,
+  which then keeps one memory row per sentence instead of one per beam.
 
 Masked positions get ``-inf`` before the softmax, so their weight is exactly zero.
 """
@@ -177,21 +179,27 @@ class LocationAwareAttention(nn.Module):
         prev_weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """
-        :param query: batch x query_size (one step only)
+        :param query: batch x query_size (one step), or batch x group x query_size: queries of
+            the same step that share a memory row (the beams of a sentence), each with its own
+            previous weights; steps of one sequence cannot be batched (each needs the last)
         :param keys: batch x src_len x attn_size (from :meth:`project_keys`)
         :param values: batch x src_len x value_size
         :param mask: batch x src_len, True = real position
-        :param prev_weights: batch x src_len, previous step's weights (required)
-        :return: context batch x value_size, weights batch x src_len
+        :param prev_weights: batch x [group x] src_len, previous step's weights (required)
+        :return: context batch x [group x] value_size, weights batch x [group x] src_len
         """
-        if query.dim() != 2:
-            raise ValueError("LocationAwareAttention is step-wise only: query must be batch x H")
         if prev_weights is None:
             raise ValueError("LocationAwareAttention needs prev_weights")
-        loc = self.location_conv(prev_weights.unsqueeze(1))  # batch x channels x src
-        loc = self.location_layer(loc.transpose(1, 2))  # batch x src x attn
-        q = self.query_layer(query).unsqueeze(1)  # batch x 1 x attn
-        scores = self.energy_layer(torch.tanh(q + keys + loc)).squeeze(-1)  # batch x src
+        q, squeeze = _as_steps(query)  # batch x group x query
+        batch, group, _ = q.shape
+        src_len = keys.size(1)
+        loc = self.location_conv(prev_weights.reshape(batch * group, 1, src_len))  # b*g x C x src
+        loc = self.location_layer(loc.transpose(1, 2)).view(batch, group, src_len, -1)
+        q = self.query_layer(q).unsqueeze(2)  # batch x group x 1 x attn
+        energy = torch.tanh(q + keys.unsqueeze(1) + loc)  # batch x group x src x attn
+        scores = self.energy_layer(energy).squeeze(-1)  # batch x group x src
         weights = masked_softmax(scores, mask)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # batch x value
+        context = torch.bmm(weights, values)  # batch x group x value
+        if squeeze:
+            return context.squeeze(1), weights.squeeze(1)
         return context, weights

@@ -204,7 +204,8 @@ class RecurrentDecoder(nn.Module):
 
         :param prev_tokens: batch, previous output tokens (BOS at the first step)
         :param state: from :meth:`init_state` or the previous step
-        :param cache: from :meth:`prepare_cache` (rows aligned with ``prev_tokens``)
+        :param cache: from :meth:`prepare_cache`: one row per ``prev_tokens`` row, or one per
+            group of consecutive rows (the beams of a sentence; see :meth:`_attend`)
         :param output: a vocabulary subset (lexical shortlist): ``(projection, bias)`` with
             the output layer restricted to V' target ids (:meth:`subset_projection`) and a
             batch x V' additive bias (-inf masks a column for that row); the result then has
@@ -257,12 +258,39 @@ class RecurrentDecoder(nn.Module):
             layer._seqpipe_int8_rows = rows
         sub = type(layer)(layer.in_features, ids.numel(), bias_=False, dtype=torch.qint8)
         sub.set_weight_bias(rows.index_select(0, ids), None)
-        return lambda x, bias: sub(x) + bias
+        return lambda x, bias: sub(x).add_(bias)
 
     # ----------------------------------------------------------------- shared step
     def _top_hidden(self, hidden: Hidden) -> Tensor:
         h = hidden[0] if isinstance(hidden, tuple) else hidden
         return h[-1]  # batch x hidden
+
+    def _attend(
+        self, query: Tensor, state: DecoderState, cache: DecoderCache
+    ) -> tuple[Tensor, Tensor]:
+        """Attention for one step's rows. The cache may hold one row per group of ``g``
+        consecutive rows (beam search: one per sentence, its ``g`` beams side by side): the
+        group's queries then share that row in one batched matmul, and the cache is neither
+        repeated ``g`` times nor reordered when beams are.
+
+        :param query: rows x hidden
+        :return: context rows x enc_size, weights rows x src_len
+        """
+        rows, n = query.size(0), cache.keys.size(0)
+        if rows == n:
+            return self.attention(query, cache.keys, cache.values, cache.mask, state.attn_weights)
+        if rows % n:
+            raise ValueError(f"decoder step: {rows} rows for a cache of {n} rows")
+        group = rows // n
+        prev = state.attn_weights
+        context, weights = self.attention(
+            query.view(n, group, -1),
+            cache.keys,
+            cache.values,
+            cache.mask,
+            None if prev is None else prev.view(n, group, -1),
+        )
+        return context.reshape(rows, -1), weights.reshape(rows, -1)
 
     def _step(
         self, emb: Tensor, state: DecoderState, cache: DecoderCache
@@ -274,9 +302,7 @@ class RecurrentDecoder(nn.Module):
         pieces = [emb]
         if self.attend_first:
             query = self._top_hidden(state.hidden)  # previous state, batch x hidden
-            context, weights = self.attention(
-                query, cache.keys, cache.values, cache.mask, state.attn_weights
-            )
+            context, weights = self._attend(query, state, cache)
             pieces.append(context)
         if self.input_feeding:
             pieces.append(state.att_vector)
@@ -284,9 +310,7 @@ class RecurrentDecoder(nn.Module):
         output, hidden = self.rnn(rnn_input, state.hidden)
         output = output.squeeze(1)  # batch x hidden
         if not self.attend_first:
-            context, weights = self.attention(
-                output, cache.keys, cache.values, cache.mask, state.attn_weights
-            )
+            context, weights = self._attend(output, state, cache)
         att_vector = torch.tanh(self.att_vector_layer(torch.cat([output, context], dim=-1)))
         new_state = DecoderState(
             hidden=hidden,
