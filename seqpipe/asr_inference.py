@@ -150,13 +150,13 @@ def transcribe(
     return out, time.perf_counter() - t0
 
 
-UTTERANCE_NORMS = ("none", "mean", "meanvar")
+UTTERANCE_NORMS = ("none", "mean", "meanvar", "speaker")
 
 
 def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """What a features artifact says about normalisation: (global CMVN mean/std or ``None``,
-    per-utterance normalisation ``none`` | ``mean`` | ``meanvar``) from its ``cmvn.json`` and
-    ``norm.json``."""
+    per-utterance normalisation ``none`` | ``mean`` | ``meanvar`` | ``speaker``) from its
+    ``cmvn.json`` and ``norm.json``."""
     from .features import load_cmvn
 
     feat_dir = Path(feat_dir)
@@ -167,7 +167,13 @@ def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | 
     )
     cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
     utterance = (
-        "meanvar" if norm.get("utterance_cvn") else "mean" if norm.get("utterance_cmn") else "none"
+        "speaker"
+        if norm.get("speaker_cmn")
+        else "meanvar"
+        if norm.get("utterance_cvn")
+        else "mean"
+        if norm.get("utterance_cmn")
+        else "none"
     )
     return cmvn, utterance
 
@@ -177,7 +183,9 @@ def make_normalizer(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``frames x bins -> float32``: global CMVN, then per utterance (``utterance``) nothing,
     its own mean subtracted, or its mean subtracted and its std divided out. The one
-    normalisation used by training, the decode stage and the API."""
+    normalisation used by training, the decode stage and the API. ``speaker`` (speaker CMN)
+    here is ``mean``: a lone file is its own speaker; the splits of a features artifact
+    subtract their speakers' stored means instead (:func:`split_loader`)."""
     if utterance not in UTTERANCE_NORMS:
         raise ValueError(f"utterance normalisation {utterance!r}; use one of {UTTERANCE_NORMS}")
 
@@ -185,7 +193,7 @@ def make_normalizer(
         f = f.astype(np.float32, copy=False)
         if cmvn is not None:
             f = ((f - cmvn[0]) / cmvn[1]).astype(np.float32, copy=False)
-        if utterance != "none" and len(f):
+        if utterance in ("mean", "meanvar", "speaker") and len(f):
             f = f - f.mean(axis=0, keepdims=True)
             if utterance == "meanvar":
                 f = (f / np.maximum(f.std(axis=0, keepdims=True), 1e-5)).astype(np.float32)
@@ -194,13 +202,14 @@ def make_normalizer(
     return normalize
 
 
-def feature_normalizer(feat_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The normaliser of a features artifact (see :func:`read_normalization`)."""
-    return make_normalizer(*read_normalization(feat_dir))
-
-
-def feature_loader(
-    store: Any, normalize: Callable[[np.ndarray], np.ndarray]
-) -> Callable[[int], np.ndarray]:
-    """``i -> normalize(store[i])`` (float32)."""
-    return lambda i: normalize(store[i])
+def split_loader(feat_dir: Path, store: Any) -> Callable[[int], np.ndarray]:
+    """``i -> normalised features of row i`` (float32) of one split's ``store`` of the features
+    artifact ``feat_dir``: global CMVN, then the utterance's or its speaker's mean removed as
+    the artifact says (:func:`read_normalization`). Training and the decode stage use it."""
+    cmvn, utterance = read_normalization(feat_dir)
+    if utterance != "speaker":
+        normalize = make_normalizer(cmvn, utterance)
+        return lambda i: normalize(store[i])
+    normalize = make_normalizer(cmvn, "none")
+    means = store.speaker_means()
+    return lambda i: normalize(store[i]) - means[i]

@@ -50,6 +50,7 @@ FRAME_SHIFT_MS = 10.0
 FEATS_FILE = "feats.npy"
 INDEX_FILE = "index.json"
 CMVN_FILE = "cmvn.json"
+SPEAKER_MEANS_FILE = "speaker_means.npy"
 INDEX_VERSION = 1
 
 
@@ -389,6 +390,14 @@ class FeatureStore:
     def by_id(self, utt_id: str) -> np.ndarray:
         return self[self._pos[utt_id]]
 
+    def speaker_means(self) -> np.ndarray:
+        """Per row, its speaker's mean frame (after global CMVN), ``rows x bins`` float32,
+        from ``speaker_means.npy`` (``features.speaker_cmn``)."""
+        path = self.dir / SPEAKER_MEANS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no per-speaker means (features.speaker_cmn)")
+        return np.load(path)
+
     @property
     def cmvn(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(mean, std)`` saved beside the features, or ``None``."""
@@ -403,6 +412,41 @@ class FeatureStore:
 
 # --------------------------------------------------------------------------------------------
 # CMVN
+
+
+def save_speaker_means(
+    store: FeatureStore,
+    speakers: Sequence[str],
+    cmvn: tuple[np.ndarray, np.ndarray] | None,
+) -> int:
+    """Write each row's speaker mean (``features.speaker_cmn``) beside ``store``'s features.
+
+    A speaker is a (speaker id, speed) pair, so each speed-perturbed copy of a voice is its
+    own speaker (as in Kaldi's ``sp0.9-`` speakers); an utterance with no speaker id is its
+    own speaker (per-utterance CMN). Means are of globally normalised frames when ``cmvn``.
+
+    :param speakers: one speaker id per row of ``store`` ("" = unknown)
+    :return: the number of speakers
+    """
+    if len(speakers) != len(store):
+        raise ValueError(f"{len(speakers)} speaker ids for {len(store)} feature rows")
+    bins = store.num_mel_bins
+    keys = [
+        (spk, speed) if spk else (f"utt:{utt}", speed)
+        for spk, speed, utt in zip(speakers, store.speeds, store.utt_ids, strict=True)
+    ]
+    sums: dict[tuple[str, float], np.ndarray] = {}
+    counts: dict[tuple[str, float], int] = {}
+    for i, key in enumerate(keys):
+        f = store.raw(i)
+        sums[key] = sums.get(key, np.zeros(bins)) + f.astype(np.float64).sum(axis=0)
+        counts[key] = counts.get(key, 0) + len(f)
+    means = {k: sums[k] / max(counts[k], 1) for k in sums}
+    if cmvn is not None:
+        means = {k: (m - cmvn[0]) / cmvn[1] for k, m in means.items()}
+    rows = np.stack([means[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, bins))
+    np.save(store.dir / SPEAKER_MEANS_FILE, rows.astype(np.float32))
+    return len(means)
 
 
 def save_cmvn(path: str | Path, mean: np.ndarray, std: np.ndarray, num_frames: int) -> None:

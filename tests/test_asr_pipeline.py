@@ -194,7 +194,7 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
     """Every search gives the same output whatever else is in the batch (and in input order)."""
     import torch
 
-    from seqpipe.asr_inference import feature_loader, feature_normalizer, transcribe
+    from seqpipe.asr_inference import split_loader, transcribe
     from seqpipe.features import FeatureStore
     from seqpipe.models.asr import build_asr_model, model_spec
 
@@ -204,7 +204,7 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
     pipe.run(stop="features")
     feat_dir = pipe.store.get("features", pipe.keys()["features"]).path
     store = FeatureStore(feat_dir / "feats" / "valid")
-    load = feature_loader(store, feature_normalizer(feat_dir))
+    load = split_loader(feat_dir, store)
     torch.manual_seed(0)
     model = build_asr_model(model_spec(recipe.model.model_dump(), store.num_mel_bins, 20)).eval()
     for p in model.parameters():  # sharper than the init: fewer near-ties, a real test

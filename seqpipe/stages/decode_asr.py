@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 from ..asr_inference import (
-    feature_loader,
-    feature_normalizer,
     load_asr_model,
     resolve_search,
+    split_loader,
     transcribe,
 )
 from ..data.text import write_lines
@@ -41,7 +40,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         from ..inference import quantize_int8
 
         model = quantize_int8(model, device)
-    normalize = feature_normalizer(feat_dir)
     stats = json.loads((feat_dir / "stats.json").read_text())
     search = resolve_search(cfg.search, spec["arch"])
     info: dict[str, Any] = {
@@ -63,7 +61,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         nb, secs = transcribe(
             model,
             store.lengths,
-            feature_loader(store, normalize),
+            split_loader(feat_dir, store),
             search=search,
             beam_size=cfg.beam_size,
             alpha=cfg.alpha,

@@ -8,8 +8,9 @@ Reads the prepare artifact's manifests. Writes:
   ``sp0.9-<utt>``; train only); the other splits speed 1.0 only;
 - ``cmvn.json`` — global mean/std over the training frames (``features.cmvn``), and
   ``norm.json`` — how to normalise (global CMVN, then ``features.utterance_cmn``/``utterance_cvn``: subtract each
-  utterance's own mean); applied by training and decoding
-  (``seqpipe.asr_inference.feature_normalizer``), never baked into the stored features;
+  utterance's own mean, or ``features.speaker_cmn``: its speaker's mean, stored per row in
+  ``feats/<split>/speaker_means.npy``); applied by training and decoding
+  (``seqpipe.asr_inference.split_loader``), never baked into the stored features;
 - the target vocabulary: ``tokenize.model_type: char`` → ``chars.json``
   (:class:`seqpipe.data.tokenizer.CharTokenizer`), ``unigram``/``bpe`` → ``spm.model``
   trained on the training transcripts (``tokenize.vocab_size``); read either with
@@ -35,7 +36,12 @@ from .prepare_asr import manifest_splits, read_manifest
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from ..features import CMVN_FILE, compute_features_parallel
+    from ..features import (
+        CMVN_FILE,
+        FeatureStore,
+        compute_features_parallel,
+        save_speaker_means,
+    )
 
     recipe = ctx.recipe
     cfg, tcfg = recipe.features, recipe.tokenize
@@ -78,6 +84,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
             seed=recipe.seed,
             noise_snr=cfg.noise_snr if split == "train" else None,
         )
+        if cfg.speaker_cmn:  # train is first: its CMVN statistics exist by now
+            per = len(store) // max(len(utts), 1)  # rows: utt0 x speeds, utt1 x speeds, ...
+            speakers = [utts[i // per].speaker for i in range(len(store))]
+            cmvn = FeatureStore(ctx.out / "feats" / "train").cmvn if cfg.cmvn else None
+            n_spk = save_speaker_means(store, speakers, cmvn)
+            stats.setdefault("speakers", {})[split] = n_spk
         secs = time.perf_counter() - t0
         empty = int((store.lengths == 0).sum())
         audio = sum(u.duration for u in utts)
@@ -106,6 +118,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "global_cmvn": cfg.cmvn,
         "utterance_cmn": cfg.utterance_cmn or cfg.utterance_cvn,
         "utterance_cvn": cfg.utterance_cvn,
+        "speaker_cmn": cfg.speaker_cmn,
     }
     (ctx.out / "norm.json").write_text(json.dumps(norm) + "\n", encoding="utf-8")
     stats["normalization"] = norm

@@ -20,7 +20,6 @@ aligns later than its CTC branch), attention greedy for ``attention`` — and th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,6 @@ from .train import pad_batch, recipe_train_batches
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from ..asr_inference import feature_normalizer
     from ..features import FeatureStore
     from ..models.asr import build_asr_model, model_spec, model_summary
     from ..models.seq2seq import count_parameters
@@ -57,7 +55,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     spec["parameters"] = count_parameters(model)
     (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     ctx.log.info("train    %s parameters, %s", f"{spec['parameters']:,}", model_summary(spec))
-    task = ASRTask(recipe, ctx, model, tok, feature_normalizer(feat_dir))
+    task = ASRTask(recipe, ctx, model, tok)
     trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, recipe.seed)
     trainer.train()
     info = trainer.finalize()
@@ -99,15 +97,15 @@ class ASRTask:
         ctx: StageContext,
         model: torch.nn.Module,
         tok: Any,
-        normalize: Callable[[np.ndarray], np.ndarray],
     ):
+        from ..asr_inference import split_loader
         from ..features import FeatureStore, SpecAugment
 
         self.recipe, self.cfg, self.model, self.tok = recipe, recipe.train, model, tok
-        self.normalize = normalize
         self.arch = recipe.model.arch
         d = ctx.inputs["features"].path
         self.store = FeatureStore(d / "feats" / "train")
+        self.load_train = split_loader(d, self.store)  # i -> normalised features of row i
         tgt = IdArray(d, "train.tgt")
         n_utts, rows = len(tgt), len(self.store)
         if n_utts == 0 or rows % n_utts:
@@ -146,6 +144,7 @@ class ASRTask:
         )
         # validation data
         self.valid_store = FeatureStore(d / "feats" / "valid")
+        self.load_valid = split_loader(d, self.valid_store)
         vtgt = IdArray(d, "valid.tgt")
         n = len(vtgt)
         if self.cfg.valid_max_sentences is not None:
@@ -158,9 +157,6 @@ class ASRTask:
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return recipe_train_batches(self.frames, self.tgt_len, self.recipe, epoch)
-
-    def _feats(self, store: Any, i: int) -> np.ndarray:
-        return self.normalize(store[i])
 
     def make_batch(
         self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device, augment: bool
@@ -188,7 +184,7 @@ class ASRTask:
     def collate(self, idx: np.ndarray, device: torch.device) -> ASRBatch:
         rows = self.rows[idx]
         return self.make_batch(
-            [self._feats(self.store, int(r)) for r in rows],
+            [self.load_train(int(r)) for r in rows],
             [self.tgt[int(r)] for r in rows],
             device,
             augment=True,
@@ -212,7 +208,7 @@ class ASRTask:
         nbest, _ = transcribe(
             model,
             lengths,
-            lambda i: self._feats(self.valid_store, i),
+            self.load_valid,
             search=search,
             max_len_a=dec.max_len_a,
             max_len_b=dec.max_len_b,
@@ -227,7 +223,7 @@ class ASRTask:
         for start in range(0, len(ok), 32):
             chunk = ok[start : start + 32]
             batch = self.make_batch(
-                [self._feats(self.valid_store, i) for i in chunk],
+                [self.load_valid(i) for i in chunk],
                 [self.valid_tgt[i] for i in chunk],
                 device,
                 augment=False,
