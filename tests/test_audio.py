@@ -452,3 +452,40 @@ def test_utterance_normalisation_modes() -> None:
     assert make_normalizer(None, "meanvar")(f[:0]).shape == (0, 8)  # no frames: unchanged
     with pytest.raises(ValueError):
         make_normalizer(None, "max")
+
+
+def test_speaker_cmn_means_per_speaker_and_speed(data: Path, tmp_path: Path) -> None:
+    """features.speaker_cmn: each row's stored mean is its (speaker, speed) group's mean over
+    all frames of the group, after global CMVN; no speaker id: the utterance's own mean; the
+    split loader subtracts it."""
+    from seqpipe.asr_inference import split_loader
+    from seqpipe.features import save_speaker_means
+
+    utts = load_yesno(data, "test")[:3]
+    kw = dict(num_workers=0, sample_rate=8000, speeds=(1.0, 1.1), progress=False)
+    store = compute_features_parallel(utts, tmp_path / "feats" / "test", **kw)
+    per = len(store) // len(utts)
+    speakers = [["a", "a", ""][i // per] for i in range(len(store))]
+    mean, std = np.full(store.num_mel_bins, 1.0), np.full(store.num_mel_bins, 2.0)
+    # groups: a@1.0, a@1.1, and the 3rd utterance (no speaker id) at each speed
+    assert save_speaker_means(store, speakers, (mean, std)) == 4
+    means = store.speaker_means()
+    for i in range(len(store)):
+        group = [j for j in range(len(store)) if store.speeds[j] == store.speeds[i]]
+        group = [j for j in group if speakers[j] == speakers[i] == "a"] or [i]
+        frames = np.concatenate([store[j] for j in group]).astype(np.float64)
+        np.testing.assert_allclose(means[i], (frames.mean(0) - 1.0) / 2.0, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(means[0], means[1])  # the two speeds are two speakers
+    (tmp_path / "norm.json").write_text('{"global_cmvn": false, "speaker_cmn": true}')
+    load = split_loader(tmp_path, store)
+    np.testing.assert_allclose(load(2), store[2] - means[2], atol=1e-6)
+    with pytest.raises(ValueError, match="save_speaker_means|speaker ids"):
+        save_speaker_means(store, speakers[:-1], None)
+
+
+def test_speaker_cmn_excludes_utterance_cmn() -> None:
+    from seqpipe.recipe import FeaturesConfig
+
+    assert FeaturesConfig(speaker_cmn=True).speaker_cmn
+    with pytest.raises(ValueError, match="speaker_cmn replaces"):
+        FeaturesConfig(speaker_cmn=True, utterance_cmn=True)
