@@ -7,8 +7,8 @@ Search relies only on this model interface (see :mod:`seqpipe.models`):
   cache row per sentence, so ``step_logits`` gets ``beam_size`` consecutive rows per cache row
 - ``model.decoder.init_state(enc)`` / ``reorder_state(state, index)``
 - ``model.decoder.step_logits(prev_tokens, state, cache) -> (logits, state, attn_weights)``
-  (search normalises only the candidates it keeps); with a vocabulary subset, a fourth
-  argument ``(projection, bias)`` from ``model.decoder.subset_projection(ids)``
+  (greedy search takes their argmax, beam search their log-softmax); with a vocabulary
+  subset, a fourth argument ``(projection, bias)`` from ``model.decoder.subset_projection(ids)``
 
 Guarantees:
 
@@ -263,7 +263,6 @@ def beam_search(
             logits, state, _ = decoder.step_logits(prev, state, cache)  # n*k x vocab
         else:
             logits, state, _ = decoder.step_logits(prev, state, cache, (out_proj, bias))
-        # (torch's fused log-softmax: 1.1-1.6x faster on CPU than a logsumexp of the logits)
         log_probs = torch.log_softmax(logits.to(score_dtype), dim=-1)  # n*k x vocab
         force_eos = (limits <= t).repeat_interleave(k)
         log_probs = _constrain(log_probs, force_eos, vocab is not None)

@@ -225,7 +225,7 @@ class RecurrentDecoder(nn.Module):
         cache: DecoderCache,
         output: tuple[SubsetProjection, Tensor] | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """:meth:`step` without the normalisation (search normalises only what it keeps)."""
+        """:meth:`step` without the normalisation (what search calls)."""
         emb = self.emb_dropout(self.embedding(prev_tokens))  # batch x emb
         att_vector, state, weights = self._step(emb, state, cache)
         if output is None:
