@@ -12,7 +12,8 @@ Search relies only on this model interface (see :mod:`seqpipe.models`):
 
 Guarantees:
 
-- sentences are independent: a hypothesis is the same whatever else is in the batch;
+- sentences are independent: a hypothesis is the same whatever else is in the batch (for
+  float models: an int8 model from ``decode.quantize`` quantizes activations per batch);
 - finished sentences leave the batch (rows are shrunk with ``index_select``), so the cost of a
   step follows the number of unfinished sentences;
 - ``beam_search(beam_size=1)`` gives the same tokens as :func:`greedy_search`;
