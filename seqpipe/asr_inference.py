@@ -168,7 +168,7 @@ def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | 
     cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
     utterance = (
         "speaker"
-        if norm.get("speaker_cmn")
+        if norm.get("speaker_cmn") == "all"
         else "meanvar"
         if norm.get("utterance_cvn")
         else "mean"
@@ -204,10 +204,11 @@ def make_normalizer(
 
 def split_loader(feat_dir: Path, store: Any) -> Callable[[int], np.ndarray]:
     """``i -> normalised features of row i`` (float32) of one split's ``store`` of the features
-    artifact ``feat_dir``: global CMVN, then the utterance's or its speaker's mean removed as
-    the artifact says (:func:`read_normalization`). Training and the decode stage use it."""
+    artifact ``feat_dir``: global CMVN, then its speaker's mean removed where the features
+    stage stored speaker means for the split (``features.speaker_cmn``), else the utterance
+    normalisation of :func:`read_normalization`. Training and the decode stage use it."""
     cmvn, utterance = read_normalization(feat_dir)
-    if utterance != "speaker":
+    if not store.has_speaker_means:
         normalize = make_normalizer(cmvn, utterance)
         return lambda i: normalize(store[i])
     normalize = make_normalizer(cmvn, "none")

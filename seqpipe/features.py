@@ -390,6 +390,10 @@ class FeatureStore:
     def by_id(self, utt_id: str) -> np.ndarray:
         return self[self._pos[utt_id]]
 
+    @property
+    def has_speaker_means(self) -> bool:
+        return (self.dir / SPEAKER_MEANS_FILE).is_file()
+
     def speaker_means(self) -> np.ndarray:
         """Per row, its speaker's mean frame (after global CMVN), ``rows x bins`` float32,
         from ``speaker_means.npy`` (``features.speaker_cmn``)."""

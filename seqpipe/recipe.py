@@ -150,10 +150,11 @@ class FeaturesConfig(Section):
     utterance_cvn: bool = Field(
         False, description="subtract each utterance's mean and divide by its std (implies cmn)"
     )
-    speaker_cmn: bool = Field(
-        False,
+    speaker_cmn: Literal["none", "all", "eval"] = Field(
+        "none",
         description="subtract each speaker's mean over all its utterances of the split "
-        "(Kaldi's per-speaker CMN; a speed-perturbed copy counts as its own speaker)",
+        "(Kaldi's per-speaker CMN; a speed-perturbed copy counts as its own speaker) in every "
+        "split (all) or in the valid/test splits only (eval: training keeps utterance_cmn)",
     )
     vtlp: float = Field(
         0.0,
@@ -171,9 +172,10 @@ class FeaturesConfig(Section):
     def _noise_range(self) -> FeaturesConfig:
         if self.noise_snr is not None and self.noise_snr[0] > self.noise_snr[1]:
             raise ValueError(f"noise_snr: [lo, hi] needs lo <= hi, got {list(self.noise_snr)}")
-        if self.speaker_cmn and (self.utterance_cmn or self.utterance_cvn):
+        if self.speaker_cmn == "all" and (self.utterance_cmn or self.utterance_cvn):
             raise ValueError(
-                "speaker_cmn replaces utterance_cmn/utterance_cvn: set only one of them"
+                "speaker_cmn: all replaces utterance_cmn/utterance_cvn in every split: set "
+                "only one of them (or speaker_cmn: eval, which keeps them for training)"
             )
         return self
 

@@ -476,9 +476,12 @@ def test_speaker_cmn_means_per_speaker_and_speed(data: Path, tmp_path: Path) -> 
         frames = np.concatenate([store[j] for j in group]).astype(np.float64)
         np.testing.assert_allclose(means[i], (frames.mean(0) - 1.0) / 2.0, rtol=1e-4, atol=1e-5)
     assert not np.allclose(means[0], means[1])  # the two speeds are two speakers
-    (tmp_path / "norm.json").write_text('{"global_cmvn": false, "speaker_cmn": true}')
+    (tmp_path / "norm.json").write_text('{"global_cmvn": false, "speaker_cmn": "eval"}')
     load = split_loader(tmp_path, store)
     np.testing.assert_allclose(load(2), store[2] - means[2], atol=1e-6)
+    (store.dir / "speaker_means.npy").unlink()  # a split without means: the utterance rule
+    assert not store.has_speaker_means
+    np.testing.assert_allclose(split_loader(tmp_path, store)(2), store[2], atol=1e-6)
     with pytest.raises(ValueError, match="save_speaker_means|speaker ids"):
         save_speaker_means(store, speakers[:-1], None)
 
@@ -486,6 +489,7 @@ def test_speaker_cmn_means_per_speaker_and_speed(data: Path, tmp_path: Path) -> 
 def test_speaker_cmn_excludes_utterance_cmn() -> None:
     from seqpipe.recipe import FeaturesConfig
 
-    assert FeaturesConfig(speaker_cmn=True).speaker_cmn
-    with pytest.raises(ValueError, match="speaker_cmn replaces"):
-        FeaturesConfig(speaker_cmn=True, utterance_cmn=True)
+    assert FeaturesConfig(speaker_cmn="all").speaker_cmn == "all"
+    assert FeaturesConfig(speaker_cmn="eval", utterance_cmn=True).utterance_cmn
+    with pytest.raises(ValueError, match="speaker_cmn: all replaces"):
+        FeaturesConfig(speaker_cmn="all", utterance_cmn=True)

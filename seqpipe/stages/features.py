@@ -9,7 +9,7 @@ Reads the prepare artifact's manifests. Writes:
 - ``cmvn.json`` — global mean/std over the training frames (``features.cmvn``), and
   ``norm.json`` — how to normalise (global CMVN, then ``features.utterance_cmn``/``utterance_cvn``: subtract each
   utterance's own mean, or ``features.speaker_cmn``: its speaker's mean, stored per row in
-  ``feats/<split>/speaker_means.npy``); applied by training and decoding
+  ``feats/<split>/speaker_means.npy`` of the splits it covers); applied by training and decoding
   (``seqpipe.asr_inference.split_loader``), never baked into the stored features;
 - the target vocabulary: ``tokenize.model_type: char`` → ``chars.json``
   (:class:`seqpipe.data.tokenizer.CharTokenizer`), ``unigram``/``bpe`` → ``spm.model``
@@ -84,7 +84,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             seed=recipe.seed,
             noise_snr=cfg.noise_snr if split == "train" else None,
         )
-        if cfg.speaker_cmn:  # train is first: its CMVN statistics exist by now
+        if cfg.speaker_cmn == "all" or (cfg.speaker_cmn == "eval" and split != "train"):
+            # train is first: its CMVN statistics exist by now
             per = len(store) // max(len(utts), 1)  # rows: utt0 x speeds, utt1 x speeds, ...
             speakers = [utts[i // per].speaker for i in range(len(store))]
             cmvn = FeatureStore(ctx.out / "feats" / "train").cmvn if cfg.cmvn else None
