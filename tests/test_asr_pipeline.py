@@ -220,6 +220,15 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
             np.testing.assert_allclose(
                 [h[0][1] for h in together], [h[0][1] for h in alone], rtol=1e-4, atol=1e-4
             )
+    # decode.quantize=int8 (CPU): the conv front end stays float, Linear/GRU become int8, and
+    # every search runs; one utterance alone matches its float output's length scale
+    from seqpipe.inference import quantize_int8
+
+    q = quantize_int8(model)
+    assert "DynamicQuantizedGRU" in repr(q)
+    for search in ("ctc_greedy", "ctc_beam", "beam", "joint"):
+        out, _ = transcribe(q, store.lengths, load, search=search, **kw)
+        assert len(out) == len(store) and all(h and h[0][0] is not None for h in out), search
 
 
 def test_char_tokenizer_and_encoder_lengths():
