@@ -318,12 +318,12 @@ class Model:
             self._load_bundle(source.bundle)
         else:
             self._load_artifacts()
-        self.quantize = quantize or getattr(cfg, "quantize", "none")
-        if self.quantize not in ("none", "int8"):
-            raise InputError(f"quantize {self.quantize!r}: use none or int8")
-        if self.quantize == "int8":
-            from .inference import quantize_int8
+        from .inference import QUANTIZE_CHOICES, quantize_int8
 
+        self.quantize = quantize or cfg.quantize
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise InputError(f"quantize {self.quantize!r}: use {' or '.join(QUANTIZE_CHOICES)}")
+        if self.quantize == "int8":
             self.model = quantize_int8(self.model, self.device)
 
     # -- loading

@@ -193,7 +193,7 @@ def make_normalizer(
         f = f.astype(np.float32, copy=False)
         if cmvn is not None:
             f = ((f - cmvn[0]) / cmvn[1]).astype(np.float32, copy=False)
-        if utterance in ("mean", "meanvar", "speaker") and len(f):
+        if utterance != "none" and len(f):
             f = f - f.mean(axis=0, keepdims=True)
             if utterance == "meanvar":
                 f = (f / np.maximum(f.std(axis=0, keepdims=True), 1e-5)).astype(np.float32)

@@ -448,7 +448,7 @@ def save_speaker_means(
     means = {k: sums[k] / max(counts[k], 1) for k in sums}
     if cmvn is not None:
         means = {k: (m - cmvn[0]) / cmvn[1] for k, m in means.items()}
-    rows = np.stack([means[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, bins))
+    rows = np.stack([means[k] for k in keys]) if keys else np.zeros((0, bins))
     np.save(store.dir / SPEAKER_MEANS_FILE, rows.astype(np.float32))
     return len(means)
 

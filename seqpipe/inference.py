@@ -58,8 +58,8 @@ def quantize_int8(model: torch.nn.Module, device: torch.device | str = "cpu") ->
     """Dynamic int8 quantization for CPU decoding (``decode.quantize: int8``).
 
     The weights of every ``Linear``, ``GRU`` and ``LSTM`` become int8 (per tensor); their
-    inputs are quantized on the fly, row by row of each batch, and results come back in
-    float32 (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels). Embeddings,
+    inputs are quantized on the fly with one scale per input matrix, i.e. per batch (so an
+    output can depend on the rest of its batch), and results come back in float32 (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels). Embeddings,
     convolutions, plain RNNs and all search arithmetic stay float32. CPU only."""
     if torch.device(device).type != "cpu":
         raise InputError(
