@@ -33,6 +33,13 @@ def _nokey(default: Any, description: str = "") -> Any:
     return Field(default, description=description, json_schema_extra={"key": False})
 
 
+def _newkey(default: Any, description: str = "") -> Any:
+    """A field added after artifacts were already cached: in the cache key only when set to
+    something other than its default (which must reproduce the old behaviour), so adding it
+    does not make existing artifacts look stale."""
+    return Field(default, description=description, json_schema_extra={"key": "if_set"})
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -41,9 +48,12 @@ class Section(BaseModel):
         out = {}
         for name, field in type(self).model_fields.items():
             extra = field.json_schema_extra or {}
-            if isinstance(extra, dict) and extra.get("key") is False:
-                continue
             value = getattr(self, name)
+            if isinstance(extra, dict) and (
+                extra.get("key") is False
+                or (extra.get("key") == "if_set" and value == field.default)
+            ):
+                continue
             out[name] = value.key_dict() if isinstance(value, Section) else _plain(value)
         return out
 
@@ -254,6 +264,11 @@ class TrainConfig(Section):
         0, ge=0, description="curriculum: the first N epochs take their batches shortest first"
     )
     spec_augment: bool = True
+    seed: int | None = _newkey(
+        None,
+        "seed of initialisation, batch order and SpecAugment (null: the recipe's seed); "
+        "another value trains another model on the same data (e.g. ensemble members)",
+    )
     log_every: int = _nokey(50, "log a line every N updates")
     progress: bool = _nokey(True, "show a progress bar")
 

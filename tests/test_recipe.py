@@ -93,6 +93,32 @@ def test_cache_key_ignores_threads_but_not_lr(tmp_path: Path):
     assert beam["score"] != base["score"]
 
 
+def test_train_seed_enters_the_key_only_when_set(tmp_path: Path):
+    import numpy as np
+
+    from seqpipe.pipeline import Pipeline
+    from seqpipe.stages.train import recipe_train_batches
+
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\n")
+    base_recipe = load_recipe(p)
+    base = Pipeline(base_recipe, tmp_path).keys()
+    # a key added later (train.seed) leaves existing artifacts' keys alone at its default
+    assert "seed" not in base_recipe.train.key_dict()
+    assert Pipeline(load_recipe(p, ["train.seed=null"]), tmp_path).keys() == base
+    other = load_recipe(p, ["train.seed=7"])
+    keys = Pipeline(other, tmp_path).keys()
+    assert keys["prepare"] == base["prepare"] and keys["tokenize"] == base["tokenize"]
+    assert keys["train"] != base["train"] and keys["decode"] != base["decode"]
+    # and it changes what training sees (same data, another batch order)
+    lengths = np.arange(5, 305)
+    a = recipe_train_batches(lengths, lengths, base_recipe, 0)
+    b = recipe_train_batches(lengths, lengths, other, 0)
+    same = recipe_train_batches(lengths, lengths, load_recipe(p, ["train.seed=1234"]), 0)
+    assert [x.tolist() for x in a] == [x.tolist() for x in same]
+    assert [x.tolist() for x in a] != [x.tolist() for x in b]
+
+
 def test_config_command_prints_resolved_recipe(tmp_path: Path):
     proc = run_cli(
         "config", str(REPO / "recipes" / "mt_small.yaml"), "decode.beam_size=3", cwd=tmp_path

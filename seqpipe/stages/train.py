@@ -32,10 +32,15 @@ def recipe_train_batches(
         tgt_len,
         max_tokens=cfg.max_tokens,
         max_sentences=cfg.max_sentences,
-        seed=recipe.seed,
+        seed=train_seed(recipe),
         epoch=epoch,
         shortest_first=epoch < cfg.sortagrad,  # epoch counts from 0
     )
+
+
+def train_seed(recipe: Recipe) -> int:
+    """``train.seed``, or the recipe's seed when it is not set."""
+    return recipe.seed if recipe.train.seed is None else recipe.train.seed
 
 
 def model_kwargs(cfg: ModelConfig) -> dict[str, Any]:
@@ -54,8 +59,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from ..trainer import Trainer
 
     recipe = ctx.recipe
-    torch.manual_seed(recipe.seed)
-    np.random.seed(recipe.seed % 2**32)
+    seed = train_seed(recipe)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
     tok_dir = ctx.inputs["tokenize"].path
     tok = Tokenizer(tok_dir)
     spec = {
@@ -73,7 +79,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     ctx.log.info("train    %s parameters, %s", f"{spec['parameters']:,}", _summary(recipe))
     task = MTTask(recipe, ctx, tok)
-    trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, recipe.seed)
+    trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, seed)
     trainer.train()
     info = trainer.finalize()
     info["parameters"] = spec["parameters"]
@@ -166,7 +172,7 @@ class MTTask:
 
         from ..data.text import read_lines
 
-        spm.set_random_generator_seed(self.recipe.seed * 1000 + epoch)
+        spm.set_random_generator_seed(train_seed(self.recipe) * 1000 + epoch)
         src_text = read_lines(self.prep / "train.src")
         tgt_text = read_lines(self.prep / "train.tgt")
         kw = dict(enable_sampling=True, alpha=alpha, nbest_size=-1)

@@ -30,7 +30,7 @@ from ..data.tokenizer import BOS_ID, EOS_ID, IdArray, load_target_tokenizer
 from ..errors import InputError
 from ..pipeline import StageContext
 from ..recipe import Recipe
-from .train import pad_batch, recipe_train_batches
+from .train import pad_batch, recipe_train_batches, train_seed
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -42,8 +42,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     recipe = ctx.recipe
     if recipe.train.valid_metric == "bleu":
         raise InputError("train.valid_metric: bleu is for MT; use wer or loss for ASR")
-    torch.manual_seed(recipe.seed)
-    np.random.seed(recipe.seed % 2**32)
+    seed = train_seed(recipe)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
     feat_dir = ctx.inputs["features"].path
     tok = load_target_tokenizer(feat_dir)
     train_store = FeatureStore(feat_dir / "feats" / "train")
@@ -56,7 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     ctx.log.info("train    %s parameters, %s", f"{spec['parameters']:,}", model_summary(spec))
     task = ASRTask(recipe, ctx, model, tok)
-    trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, recipe.seed)
+    trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, seed)
     trainer.train()
     info = trainer.finalize()
     info["parameters"] = spec["parameters"]
