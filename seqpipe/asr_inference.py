@@ -106,7 +106,7 @@ def transcribe(
         hypothesis; greedy scores are 0), and the decoding wall time in seconds
     """
     from .ctc_search import ctc_greedy, ctc_prefix_beam_search
-    from .models.asr import pad_features
+    from .models.asr import CTCEnsemble, pad_features
     from .models.ctc import CTCSearchScorer
     from .search import beam_search, greedy_search
 
@@ -118,7 +118,9 @@ def transcribe(
         for idx in decode_batches(lengths, max_tokens=batch_frames):
             x, x_len = pad_features([load(int(i)) for i in idx], model.min_frames)
             x = x.to(device)
-            if search in ("ctc_greedy", "ctc_beam"):
+            if isinstance(model, CTCEnsemble):
+                res = _ensemble_search(model, x, x_len, search, beam_size)
+            elif search in ("ctc_greedy", "ctc_beam"):
                 enc = model.encode(x, x_len)
                 lp = model.ctc_head(enc.outputs)
                 if search == "ctc_greedy":
@@ -148,6 +150,31 @@ def transcribe(
             for i, r in zip(idx, res, strict=True):
                 out[int(i)] = [(list(h), float(s)) for h, s in r]
     return out, time.perf_counter() - t0
+
+
+def _ensemble_search(
+    model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
+) -> list[list[tuple[list[int], float]]]:
+    """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
+    candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
+    Scores are that sum."""
+    from .ctc_search import ctc_greedy, ctc_prefix_beam_search, ctc_rescore
+
+    outputs = []
+    candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
+    for member in model.members:
+        enc = member.encode(x, x_len)
+        lp = member.ctc_head(enc.outputs)
+        outputs.append((lp, enc.lengths))
+        if search == "ctc_greedy":
+            hyps = ctc_greedy(lp, enc.lengths)
+        else:
+            hyps = ctc_prefix_beam_search(lp, enc.lengths, beam_size=beam_size)
+        for cands, h in zip(candidates, hyps, strict=True):
+            if h not in cands:
+                cands.append(h)
+    best, scores = ctc_rescore(outputs, candidates)
+    return [[(h, s)] for h, s in zip(best, scores, strict=True)]
 
 
 UTTERANCE_NORMS = ("none", "mean", "meanvar", "speaker")

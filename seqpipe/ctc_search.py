@@ -1,4 +1,5 @@
-"""Decoding CTC outputs: greedy (best path) and prefix beam search, both batched.
+"""Decoding CTC outputs: greedy (best path) and prefix beam search, both batched, and the
+rescoring of whole hypotheses by several models (ensembles).
 
 Both take ``log_probs`` batch x time x vocab and ``lengths`` (frames per utterance); frames
 beyond an utterance's length are ignored, so batched results equal one-at-a-time results.
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from seqpipe.models import PAD_ID
 
-__all__ = ["ctc_greedy", "ctc_prefix_beam_search"]
+__all__ = ["ctc_greedy", "ctc_prefix_beam_search", "ctc_log_likelihood", "ctc_rescore"]
 
 NEG_INF = float("-inf")
 
@@ -177,3 +178,58 @@ def _labels_of_children(child: Tensor, last: Tensor, vocab: int) -> Tensor:
     out = torch.zeros(batch, k, vocab, dtype=torch.long, device=child.device)
     out.scatter_add_(2, last.clamp(min=0)[:, None, :].expand(batch, k, k), child.long())
     return out > 0
+
+
+def ctc_log_likelihood(
+    log_probs: Tensor, lengths: Tensor, hyps: list[list[int]], blank_id: int = PAD_ID
+) -> Tensor:
+    """``log p(hyp | input)`` under CTC (all alignments summed) for one hypothesis per row.
+
+    :param log_probs: batch x time x vocab log-probabilities
+    :param lengths: batch
+    :param hyps: one token list per row (may be empty)
+    :return: batch float tensor; ``-inf`` where a hypothesis cannot fit the frames
+    """
+    lp = log_probs.detach().float()
+    tlens = torch.tensor([len(h) for h in hyps], dtype=torch.long)
+    targets = torch.full((len(hyps), max(1, int(tlens.max()) if len(hyps) else 1)), blank_id)
+    for i, h in enumerate(hyps):
+        targets[i, : len(h)] = torch.tensor(h, dtype=torch.long)
+    nll = torch.nn.functional.ctc_loss(
+        lp.transpose(0, 1),
+        targets.to(lp.device),
+        lengths.to(torch.long).cpu(),
+        tlens,
+        blank=blank_id,
+        reduction="none",
+        zero_infinity=False,
+    )
+    return -nll
+
+
+def ctc_rescore(
+    outputs: list[tuple[Tensor, Tensor]], candidates: list[list[list[int]]]
+) -> tuple[list[list[int]], list[float]]:
+    """Pick, per utterance, the candidate with the highest summed CTC log-likelihood over
+    several models (ties: the earliest candidate).
+
+    :param outputs: per model ``(log_probs batch x time x vocab, lengths)``, same utterances
+    :param candidates: per utterance its candidate hypotheses (at least one)
+    :return: best hypothesis per utterance and its summed log-likelihood
+    """
+    rows = [u for u, cands in enumerate(candidates) for _ in cands]
+    flat = [h for cands in candidates for h in cands]
+    index = torch.tensor(rows, dtype=torch.long)
+    total = torch.zeros(len(flat))
+    for lp, lengths in outputs:
+        total += ctc_log_likelihood(lp[index.to(lp.device)], lengths.cpu()[index], flat).cpu()
+    best: list[list[int]] = []
+    scores: list[float] = []
+    start = 0
+    for cands in candidates:
+        part = total[start : start + len(cands)]
+        j = int(torch.argmax(part))  # the first maximum
+        best.append(cands[j])
+        scores.append(float(part[j]))
+        start += len(cands)
+    return best, scores

@@ -33,11 +33,13 @@ def _nokey(default: Any, description: str = "") -> Any:
     return Field(default, description=description, json_schema_extra={"key": False})
 
 
-def _newkey(default: Any, description: str = "") -> Any:
+def _newkey(default: Any, description: str = "", **constraints: Any) -> Any:
     """A field added after artifacts were already cached: in the cache key only when set to
     something other than its default (which must reproduce the old behaviour), so adding it
     does not make existing artifacts look stale."""
-    return Field(default, description=description, json_schema_extra={"key": "if_set"})
+    return Field(
+        default, description=description, json_schema_extra={"key": "if_set"}, **constraints
+    )
 
 
 class Section(BaseModel):
@@ -269,6 +271,13 @@ class TrainConfig(Section):
         "seed of initialisation, batch order and SpecAugment (null: the recipe's seed); "
         "another value trains another model on the same data (e.g. ensemble members)",
     )
+    members: int = _newkey(
+        1,
+        ge=1,
+        description="ASR ctc: train this many models (train.seed, +1, ...) and decode them as "
+        "an ensemble (each member's hypothesis rescored by all members' CTC likelihoods)",
+    )
+    member_jobs: int | None = _nokey(None, "members trained at once, one process each (null: all)")
     log_every: int = _nokey(50, "log a line every N updates")
     progress: bool = _nokey(True, "show a progress bar")
 
@@ -331,6 +340,11 @@ class Recipe(Section):
     def _check(self) -> Recipe:
         if self.data.dataset == "local" and not self.data.local:
             raise ValueError("data.local: required when data.dataset is 'local'")
+        if self.train.members > 1 and (self.task != "asr" or self.model.arch != "ctc"):
+            raise ValueError(
+                "train.members: ensembles are for task asr with model.arch ctc "
+                f"(this recipe: task {self.task}, arch {self.model.arch})"
+            )
         return self
 
     # where the recipe came from (not part of the schema)

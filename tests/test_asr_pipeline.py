@@ -231,6 +231,81 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
         assert len(out) == len(store) and all(h and h[0][0] is not None for h in out), search
 
 
+def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_path: Path):
+    """train.members=2: two members (seeds s, s+1) trained in two processes, merged into one
+    artifact that the decode stage, the API and an exported bundle all decode the same way;
+    an interrupted ensemble keeps its finished members."""
+    import torch
+
+    from seqpipe import load_model
+    from seqpipe.asr_inference import load_asr_model, split_loader, transcribe
+    from seqpipe.features import FeatureStore
+    from seqpipe.models.asr import CTCEnsemble
+
+    args = [*TINY_FSDD, "model.arch=ctc", "train.members=2", "train.max_steps=3"]
+    proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "[member 0]" in proc.stderr and "[member 1]" in proc.stderr
+    bundle = tmp_path / "ens.spt"
+    exported = run_cli("export", "exp/asr_small", "-o", str(bundle), cwd=fsdd_ws)
+    assert exported.returncode == 0, exported.stderr
+    pipe = Pipeline(load_recipe(SMALL, args), fsdd_ws)
+    train = pipe.store.get("train", pipe.keys()["train"]).path
+    info = json.loads((train / "train.json").read_text())
+    assert info["members"] == 2 and info["member_seeds"] == [1234, 1235]
+    assert [r["steps"] for r in info["member_runs"]] == [3, 3]
+    spec = json.loads((train / "model.json").read_text())
+    assert spec["members"] == 2
+    ens, _ = load_asr_model(train, "best")
+    assert isinstance(ens, CTCEnsemble) and len(ens.members) == 2
+    a, b = (dict(m.named_parameters()) for m in ens.members)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two models
+    # member 0 alone is the model that train.seed=1234 without members would have made
+    single = [*TINY_FSDD, "model.arch=ctc", "train.max_steps=3"]
+    assert run_cli("run", str(SMALL), *single, "--to", "train", cwd=fsdd_ws).returncode == 0
+    p1 = Pipeline(load_recipe(SMALL, single), fsdd_ws)
+    one, _ = load_asr_model(p1.store.get("train", p1.keys()["train"]).path, "best")
+    for k, v in one.state_dict().items():
+        torch.testing.assert_close(ens.members[0].state_dict()[k], v)
+    # the decode stage's output is the ensemble's, and so is the API's
+    feat_dir = pipe.store.get("features", pipe.keys()["features"]).path
+    store = FeatureStore(feat_dir / "feats" / "test")
+    out, _ = transcribe(ens, store.lengths, split_loader(feat_dir, store), search="ctc_greedy")
+    dec = pipe.store.get("decode", pipe.keys()["decode"]).path
+    from seqpipe.data.tokenizer import load_target_tokenizer
+
+    tok = load_target_tokenizer(feat_dir)
+    assert (dec / "test.hyp").read_text().splitlines() == tok.decode_tgt([h[0][0] for h in out])
+    model = load_model(str(SMALL), workspace=str(fsdd_ws), overrides=args, device="cpu")
+    prep = pipe.store.get("prepare", pipe.keys()["prepare"]).path
+    wavs = [str(w) for w in sorted((prep / "audio" / "test").glob("*.wav"))]
+    assert load_model(str(bundle), device="cpu").transcribe(wavs) == model.transcribe(wavs)
+    # a kill after member 0 finished: the rerun trains member 1 only
+    other = [*args, "train.seed=40"]
+    p2 = Pipeline(load_recipe(SMALL, other), fsdd_ws)
+    part = fsdd_ws / "cache" / "train" / f"{p2.keys()['train']}.partial"
+    (part / "member0").mkdir(parents=True)
+    finished = dict(info["member_runs"][0], steps=99)
+    (part / "member0" / "train.json").write_text(json.dumps(finished))
+    for name in ("model_best.pt", "model_last.pt"):
+        torch.save(ens.members[0].state_dict(), part / "member0" / name)
+    (part / "member0" / "model.json").write_text(
+        json.dumps({k: v for k, v in spec.items() if k != "members"})
+    )
+    proc = run_cli("run", str(SMALL), *other, "--to", "train", cwd=fsdd_ws, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads((p2.store.get("train", p2.keys()["train"]).path / "train.json").read_text())
+    assert [r["steps"] for r in runs["member_runs"]] == [99, 3]
+
+
+def test_members_need_a_ctc_asr_recipe(tmp_path: Path):
+    proc = run_cli(
+        "config", str(SMALL), "model.arch=ctc_attention", "train.members=2", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "train.members" in proc.stderr and "ctc_attention" in proc.stderr
+
+
 def test_char_tokenizer_and_encoder_lengths():
     import torch
 

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqpipe.ctc_search import ctc_greedy, ctc_prefix_beam_search
+from seqpipe.ctc_search import (
+    ctc_greedy,
+    ctc_log_likelihood,
+    ctc_prefix_beam_search,
+    ctc_rescore,
+)
 from seqpipe.models.ctc import CTCHead, CTCPrefixScorer, ctc_loss
 
 try:
@@ -138,6 +143,49 @@ def test_wide_beam_is_exact_on_a_small_problem() -> None:
         lp, torch.tensor([t]), beam_size=len(all_seqs), return_scores=True
     )
     assert hyp[0] == best_seq and abs(score[0] - best_score) < 1e-4
+
+
+def _brute_force_log_likelihood(lp: Tensor, seq: list[int]) -> float:
+    """log of the summed probability of every frame labelling that collapses to ``seq``."""
+    t, v = lp.shape
+    total = 0.0
+    for path in itertools.product(range(v), repeat=t):
+        out = [c for i, c in enumerate(path) if c != BLANK and (i == 0 or path[i - 1] != c)]
+        if out == seq:
+            total += float(torch.exp(sum(lp[i, c].double() for i, c in enumerate(path))))
+    return float(torch.log(torch.tensor(total, dtype=torch.float64))) if total else float("-inf")
+
+
+def test_ctc_log_likelihood_sums_every_alignment() -> None:
+    gen = torch.Generator().manual_seed(5)
+    lp = random_log_probs(gen, 4, 4, 6)[:, :, [0, 1, 4, 5]].log_softmax(-1)  # 4 symbols
+    lengths = torch.tensor([4, 3, 4, 2])
+    hyps = [[1, 2], [3], [], [1, 1, 2]]  # the last cannot fit 2 frames
+    got = ctc_log_likelihood(lp, lengths, hyps)
+    for i, h in enumerate(hyps):
+        want = _brute_force_log_likelihood(lp[i, : lengths[i]], h)
+        if want == float("-inf"):
+            assert got[i] == float("-inf")
+        else:
+            assert abs(float(got[i]) - want) < 1e-4, (h, float(got[i]), want)
+
+
+def test_rescoring_picks_the_best_summed_likelihood() -> None:
+    """Model A mildly prefers [1], model B strongly prefers [2]: together they pick [2], with
+    the sum of both models' log-likelihoods as its score; ties keep the first candidate."""
+    edge = [0.9, 0.05, 0.05]  # frames 0 and 2: blank
+    a = torch.tensor([[edge, [0.1, 0.6, 0.3], edge]]).log()  # 1 x 3 frames x 3 symbols
+    b = torch.tensor([[edge, [0.05, 0.05, 0.9], edge]]).log()
+    lengths = torch.tensor([3])
+    outputs = [(a, lengths), (b, lengths)]
+    best, score = ctc_rescore(outputs, [[[1], [2]]])
+    la, lb = (ctc_log_likelihood(x.expand(2, 3, 3), lengths.expand(2), [[1], [2]]) for x in (a, b))
+    assert la[0] > la[1] and (la + lb)[1] > (la + lb)[0]
+    assert best == [[2]] and abs(score[0] - float(la[1] + lb[1])) < 1e-5
+    assert ctc_rescore([(a, lengths), (a, lengths)], [[[1], [1]]])[0] == [[1]]
+    # two utterances with different numbers of candidates, batched
+    two = [(torch.cat([a, b]), torch.tensor([3, 3]))]
+    assert ctc_rescore(two, [[[2], [1]], [[2]]])[0] == [[1], [2]]
 
 
 def _feasible(seq: list[int], t: int) -> bool:

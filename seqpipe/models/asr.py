@@ -108,6 +108,26 @@ class ASRModel(Seq2Seq):
         return ASROutput(att, ctc, enc)
 
 
+class CTCEnsemble(nn.Module):
+    """CTC models trained apart (``train.members``) that decode together: each member proposes
+    its hypothesis, and the one with the highest summed CTC log-likelihood over all members
+    wins (see :func:`seqpipe.asr_inference.transcribe`). Rescoring whole hypotheses instead of
+    averaging frame posteriors, because separately trained CTC models place their spikes on
+    different frames."""
+
+    arch = "ctc"
+
+    def __init__(self, members: list[ASRModel]) -> None:
+        super().__init__()
+        if len(members) < 2 or any(m.arch != "ctc" for m in members):
+            raise ValueError("an ensemble needs two or more models of arch ctc")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def min_frames(self) -> int:
+        return max(m.min_frames for m in self.members)
+
+
 def model_spec(model_cfg: dict[str, Any], input_size: int, tgt_vocab_size: int) -> dict[str, Any]:
     """The spec saved as ``model.json``: everything :func:`build_asr_model` needs."""
     kwargs = {k: v for k, v in model_cfg.items() if k not in ASR_KEYS}
@@ -123,8 +143,13 @@ def model_spec(model_cfg: dict[str, Any], input_size: int, tgt_vocab_size: int) 
     }
 
 
-def build_asr_model(spec: dict[str, Any]) -> ASRModel:
-    """Build an :class:`ASRModel` from a :func:`model_spec` dict."""
+def build_asr_model(spec: dict[str, Any]) -> ASRModel | CTCEnsemble:
+    """Build an :class:`ASRModel` from a :func:`model_spec` dict (a :class:`CTCEnsemble` of
+    ``spec["members"]`` such models when that is above 1)."""
+    members = int(spec.get("members", 1))
+    if members > 1:
+        one = {k: v for k, v in spec.items() if k != "members"}
+        return CTCEnsemble([build_asr_model(one) for _ in range(members)])  # type: ignore[misc]
     arch, sub = spec["arch"], spec["subsampling"]
     if arch not in ARCHS:
         raise ValueError(f"unknown ASR arch {arch!r}; expected one of {', '.join(ARCHS)}")
@@ -176,7 +201,8 @@ def model_summary(spec: dict[str, Any]) -> str:
         f"{kw['hidden_size']}x{kw['enc_layers']}"
     )
     if spec["arch"] == "ctc":
-        return f"{enc} → CTC"
+        members = int(spec.get("members", 1))
+        return f"{enc} → CTC" + (f", ensemble of {members}" if members > 1 else "")
     dec = (
         f"{kw['cell'].upper()} {kw['hidden_size']}x{kw['dec_layers']}, {kw['attention']} attention"
     )

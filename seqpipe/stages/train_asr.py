@@ -15,12 +15,21 @@ Utterances too short for the front end, or (CTC) with fewer encoder frames than 
 needs, are left out of training (counted in ``train.json``). Validation: greedy WER (%) on
 the valid split — CTC best path for ``ctc`` and ``ctc_attention`` (whose attention branch
 aligns later than its CTC branch), attention greedy for ``attention`` — and the loss.
+
+``train.members: N`` (arch ctc) trains N models on the same features, member k with seed
+``train.seed + k`` in ``member{k}/``, ``train.member_jobs`` of them at once in spawned
+processes (each with ``train.threads`` threads; each resumes alone, a finished member is kept).
+The artifact's ``model_*.pt`` then hold all members (a :class:`~seqpipe.models.asr.CTCEnsemble`,
+``"members": N`` in ``model.json``) and decode as one model.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,18 +43,26 @@ from .train import pad_batch, recipe_train_batches, train_seed
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    recipe = ctx.recipe
+    if recipe.train.valid_metric == "bleu":
+        raise InputError("train.valid_metric: bleu is for MT; use wer or loss for ASR")
+    feat_dir = ctx.inputs["features"].path
+    if recipe.train.members > 1:
+        return _train_members(recipe, feat_dir, ctx.out, ctx.log)
+    info = train_model(recipe, feat_dir, ctx.out, train_seed(recipe), ctx.log)
+    return {"train": info}
+
+
+def train_model(recipe: Recipe, feat_dir: Path, out: Path, seed: int, log: Any) -> dict[str, Any]:
+    """Train one model into ``out`` (resuming from its checkpoint there): ``model.json``,
+    the checkpoints, ``metrics.jsonl``, ``curve.png`` and ``train.json``. :return: train.json"""
     from ..features import FeatureStore
     from ..models.asr import build_asr_model, model_spec, model_summary
     from ..models.seq2seq import count_parameters
     from ..trainer import Trainer
 
-    recipe = ctx.recipe
-    if recipe.train.valid_metric == "bleu":
-        raise InputError("train.valid_metric: bleu is for MT; use wer or loss for ASR")
-    seed = train_seed(recipe)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    feat_dir = ctx.inputs["features"].path
     tok = load_target_tokenizer(feat_dir)
     train_store = FeatureStore(feat_dir / "feats" / "train")
     spec = model_spec(recipe.model.model_dump(), train_store.num_mel_bins, tok.tgt_vocab_size)
@@ -54,18 +71,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     except ValueError as e:
         raise InputError(f"model: {e}") from None
     spec["parameters"] = count_parameters(model)
-    (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    ctx.log.info("train    %s parameters, %s", f"{spec['parameters']:,}", model_summary(spec))
-    task = ASRTask(recipe, ctx, model, tok)
-    trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, seed)
+    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    log.info("train    %s parameters, %s", f"{spec['parameters']:,}", model_summary(spec))
+    task = ASRTask(recipe, feat_dir, model, tok, log)
+    trainer = Trainer(recipe.train, model, task, out, log, seed)
     trainer.train()
     info = trainer.finalize()
     info["parameters"] = spec["parameters"]
     info["device"] = str(trainer.device)
     info["dropped_utterances"] = task.dropped
     info["frames_per_second"] = info["tokens_per_second"]  # ASR: real feature frames
-    (ctx.out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    ctx.log.info(
+    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    log.info(
         "train    %d steps, %.0f s, %.0f frames/s, best valid %s %s at step %d",
         info["steps"],
         info["train_seconds"],
@@ -74,7 +91,135 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "-" if info["best"] is None else f"{info['best']:.2f}",
         info["best_step"],
     )
+    return info
+
+
+MEMBER_FILES = ("model_best.pt", "model_last.pt", "model_averaged.pt")
+
+
+def _train_members(recipe: Recipe, feat_dir: Path, out: Path, log: Any) -> dict[str, Any]:
+    """``train.members`` models, member k in ``out/member{k}`` with seed ``train_seed + k``,
+    ``train.member_jobs`` at a time in spawned processes (each resumes on its own). Then the
+    members' checkpoints are merged into the ensemble's ``model_*.pt`` (state dicts of a
+    :class:`~seqpipe.models.asr.CTCEnsemble`) beside its ``model.json``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..trainer import save_atomic
+
+    n, seed = recipe.train.members, train_seed(recipe)
+    jobs = min(n, recipe.train.member_jobs or n)
+    dirs = [out / f"member{k}" for k in range(n)]
+    for d in dirs:
+        d.mkdir(exist_ok=True)
+    log_file = next(
+        (
+            h.baseFilename
+            for h in logging.getLogger("seqpipe").handlers
+            if hasattr(h, "baseFilename")
+        ),
+        None,
+    )
+    quiet = recipe.model_copy(deep=True)
+    quiet.train.progress = False  # several bars would garble the terminal
+    log.info(
+        "train    %d ensemble members, %d at a time (seeds %d-%d)", n, jobs, seed, seed + n - 1
+    )
+    # a member that finished (its train.json written) before an interruption is not retrained
+    done = {
+        k: json.loads((d / "train.json").read_text())
+        for k, d in enumerate(dirs)
+        if (d / "train.json").is_file()
+    }
+    todo = [k for k in range(n) if k not in done]
+    if jobs == 1 or len(todo) <= 1:
+        for k in todo:
+            done[k] = train_model(quiet, feat_dir, dirs[k], seed + k, _MemberLog(log, k))
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=spawn) as pool:
+            futures = {
+                k: pool.submit(
+                    _member_main, quiet, str(feat_dir), str(dirs[k]), seed + k, k, log_file
+                )
+                for k in todo
+            }
+            for k, f in futures.items():
+                done[k] = f.result()
+    infos = [done[k] for k in range(n)]
+    spec = json.loads((dirs[0] / "model.json").read_text())
+    spec["members"] = n
+    spec["parameters"] = sum(i["parameters"] for i in infos)
+    for name in MEMBER_FILES:  # merge all, then delete (a rerun after a kill finds either)
+        if all((d / name).is_file() for d in dirs):
+            merged = {}
+            for k, d in enumerate(dirs):
+                state = torch.load(d / name, map_location="cpu", weights_only=True)
+                merged.update({f"members.{k}.{key}": v for key, v in state.items()})
+            save_atomic(merged, out / name)
+    for name in MEMBER_FILES:
+        for d in dirs:
+            if (out / name).is_file():
+                (d / name).unlink(missing_ok=True)
+    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    info: dict[str, Any] = {
+        "members": n,
+        "member_seeds": [seed + k for k in range(n)],
+        "steps": max(i["steps"] for i in infos),
+        "epochs": max(i["epochs"] for i in infos),
+        "best": [i["best"] for i in infos],
+        "best_step": [i["best_step"] for i in infos],
+        "stop_reason": [i["stop_reason"] for i in infos],
+        # members train side by side: the stage's training time is the slowest member's
+        "train_seconds": max(i["train_seconds"] for i in infos),
+        "train_tokens": sum(i["train_tokens"] for i in infos),
+        "valid_metric": recipe.train.valid_metric,
+        "parameters": spec["parameters"],
+        "device": infos[0]["device"],
+        "dropped_utterances": infos[0]["dropped_utterances"],
+        "member_runs": infos,
+    }
+    info["tokens_per_second"] = round(info["train_tokens"] / max(info["train_seconds"], 1e-9), 1)
+    info["frames_per_second"] = info["tokens_per_second"]
+    if all("averaged" in i for i in infos):
+        info["averaged"] = [i["averaged"] for i in infos]
+    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    log.info(
+        "train    ensemble of %d: %d steps max, %.0f s (slowest member), best valid %s %s",
+        n,
+        info["steps"],
+        info["train_seconds"],
+        recipe.train.valid_metric,
+        ", ".join("-" if b is None else f"{b:.2f}" for b in info["best"]),
+    )
     return {"train": info}
+
+
+class _MemberLog(logging.LoggerAdapter):
+    """Prefixes a member's log lines with ``[member k]``."""
+
+    def __init__(self, logger: Any, k: int) -> None:
+        super().__init__(logger, {"member": k})
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[member {self.extra['member']}] {msg}", kwargs  # type: ignore[index]
+
+
+def _member_main(
+    recipe: Recipe, feat_dir: str, out: str, seed: int, k: int, log_file: str | None
+) -> dict[str, Any]:
+    """One member in a spawned process: its log lines go to stderr and the experiment log."""
+    logger = logging.getLogger("seqpipe")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(h)
+        if log_file:
+            f = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+            f.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(f)
+    return train_model(recipe, Path(feat_dir), Path(out), seed, _MemberLog(logger, k))
 
 
 @dataclass
@@ -95,16 +240,17 @@ class ASRTask:
     def __init__(
         self,
         recipe: Recipe,
-        ctx: StageContext,
+        feat_dir: Path,
         model: torch.nn.Module,
         tok: Any,
+        log: Any,
     ):
         from ..asr_inference import split_loader
         from ..features import FeatureStore, SpecAugment
 
         self.recipe, self.cfg, self.model, self.tok = recipe, recipe.train, model, tok
         self.arch = recipe.model.arch
-        d = ctx.inputs["features"].path
+        d = feat_dir
         self.store = FeatureStore(d / "feats" / "train")
         self.load_train = split_loader(d, self.store)  # i -> normalised features of row i
         tgt = IdArray(d, "train.tgt")
@@ -124,7 +270,7 @@ class ASRTask:
         if not len(self.rows):
             raise InputError("train: no training utterance is long enough for its transcript")
         if self.dropped:
-            ctx.log.warning(
+            log.warning(
                 "train    %d of %d training rows are too short for their "
                 "transcripts and are left out",
                 self.dropped,
