@@ -182,7 +182,7 @@ def _train_members(recipe: Recipe, feat_dir: Path, out: Path, log: Any) -> dict[
     info["tokens_per_second"] = round(info["train_tokens"] / max(info["train_seconds"], 1e-9), 1)
     info["frames_per_second"] = info["tokens_per_second"]
     if all("averaged" in i for i in infos):
-        info["averaged"] = [i["averaged"] for i in infos]
+        info["averaged"] = infos[0]["averaged"]  # per member: see member_runs
     (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     log.info(
         "train    ensemble of %d: %d steps max, %.0f s (slowest member), best valid %s %s",
