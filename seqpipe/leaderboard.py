@@ -217,11 +217,14 @@ def _rows_of(
     if dataset and task == "mt" and data.get("src_lang"):
         dataset = f"{dataset} {data.get('src_lang')}-{data.get('tgt_lang')}"
     search = dinfo.get("search") or dcfg.get("search")
+    model_desc = model_summary(model_cfg) if model_cfg else None
+    if model_desc and tinfo.get("members"):  # an ensemble (train.members)
+        model_desc += f" x{tinfo['members']}"
     base = {
         "run": ",".join(names) if names else m.get("recipe"),
         "task": task,
         "dataset": dataset,
-        "model": model_summary(model_cfg) if model_cfg else None,
+        "model": model_desc,
         **{
             k: model_cfg.get(k)
             for k in (
