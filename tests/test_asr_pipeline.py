@@ -246,6 +246,8 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
     proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "[member 0]" in proc.stderr and "[member 1]" in proc.stderr
+    board = run_cli("leaderboard", cwd=fsdd_ws)
+    assert board.returncode == 0 and "biGRU 32x1 x2" in board.stdout, board.stdout
     bundle = tmp_path / "ens.spt"
     exported = run_cli("export", "exp/asr_small", "-o", str(bundle), cwd=fsdd_ws)
     assert exported.returncode == 0, exported.stderr
