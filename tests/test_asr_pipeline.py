@@ -36,6 +36,7 @@ TINY_FSDD = [
     "decode.checkpoint=best",
     "decode.beam_size=2",
     "decode.max_len_a=0.3",
+    "train.members=1",  # the recipe trains an ensemble of 2; one test below does
 ]
 
 
@@ -298,14 +299,19 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
     assert proc.returncode == 0, proc.stderr
     runs = json.loads((p2.store.get("train", p2.keys()["train"]).path / "train.json").read_text())
     assert [r["steps"] for r in runs["member_runs"]] == [99, 3]
+    # the attention archs train one model from the same recipe, and say so
+    att = [*args, "model.arch=ctc_attention"]
+    proc = run_cli("run", str(SMALL), *att, "--to", "train", cwd=fsdd_ws, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "ensembles are for model.arch ctc; ctc_attention trains one model" in proc.stderr
 
 
-def test_members_need_a_ctc_asr_recipe(tmp_path: Path):
+def test_members_are_for_asr(tmp_path: Path):
     proc = run_cli(
-        "config", str(SMALL), "model.arch=ctc_attention", "train.members=2", cwd=tmp_path
+        "config", str(REPO / "recipes" / "mt_small.yaml"), "train.members=2", cwd=tmp_path
     )
     assert proc.returncode == 2
-    assert "train.members" in proc.stderr and "ctc_attention" in proc.stderr
+    assert "train.members: ensembles are for ASR CTC models" in proc.stderr
 
 
 def test_char_tokenizer_and_encoder_lengths():

@@ -16,7 +16,7 @@ needs, are left out of training (counted in ``train.json``). Validation: greedy 
 the valid split — CTC best path for ``ctc`` and ``ctc_attention`` (whose attention branch
 aligns later than its CTC branch), attention greedy for ``attention`` — and the loss.
 
-``train.members: N`` (arch ctc) trains N models on the same features, member k with seed
+``train.members: N`` (arch ctc; the attention archs train one model and log so) trains N models on the same features, member k with seed
 ``train.seed + k`` in ``member{k}/``, ``train.member_jobs`` of them at once in spawned
 processes (each with ``train.threads`` threads; each resumes alone, a finished member is kept).
 The artifact's ``model_*.pt`` then hold all members (a :class:`~seqpipe.models.asr.CTCEnsemble`,
@@ -47,8 +47,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if recipe.train.valid_metric == "bleu":
         raise InputError("train.valid_metric: bleu is for MT; use wer or loss for ASR")
     feat_dir = ctx.inputs["features"].path
-    if recipe.train.members > 1:
+    if recipe.train.members > 1 and recipe.model.arch == "ctc":
         return _train_members(recipe, feat_dir, ctx.out, ctx.log)
+    if recipe.train.members > 1:
+        ctx.log.warning(
+            "train    train.members=%d: ensembles are for model.arch ctc; %s trains one model",
+            recipe.train.members,
+            recipe.model.arch,
+        )
     info = train_model(recipe, feat_dir, ctx.out, train_seed(recipe), ctx.log)
     return {"train": info}
 
