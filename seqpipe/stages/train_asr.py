@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,13 @@ def _train_members(recipe: Recipe, feat_dir: Path, out: Path, log: Any) -> dict[
         ),
         None,
     )
-    quiet = recipe.model_copy(deep=True)
-    quiet.train.progress = False  # several bars would garble the terminal
+    member_recipes = []
+    for k in range(n):  # member k is exactly the single model of train.seed = seed + k
+        r = recipe.model_copy(deep=True)
+        r.train.seed = seed + k
+        r.train.members = 1
+        r.train.progress = False  # several bars would garble the terminal
+        member_recipes.append(r)
     log.info(
         "train    %d ensemble members, %d at a time (seeds %d-%d)", n, jobs, seed, seed + n - 1
     )
@@ -140,13 +146,22 @@ def _train_members(recipe: Recipe, feat_dir: Path, out: Path, log: Any) -> dict[
     todo = [k for k in range(n) if k not in done]
     if jobs == 1 or len(todo) <= 1:
         for k in todo:
-            done[k] = train_model(quiet, feat_dir, dirs[k], seed + k, _MemberLog(log, k))
+            done[k] = train_model(
+                member_recipes[k], feat_dir, dirs[k], seed + k, _MemberLog(log, k)
+            )
     else:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=spawn) as pool:
             futures = {
                 k: pool.submit(
-                    _member_main, quiet, str(feat_dir), str(dirs[k]), seed + k, k, log_file
+                    _member_main,
+                    member_recipes[k],
+                    str(feat_dir),
+                    str(dirs[k]),
+                    seed + k,
+                    k,
+                    log_file,
+                    os.getpid(),
                 )
                 for k in todo
             }
@@ -212,9 +227,25 @@ class _MemberLog(logging.LoggerAdapter):
 
 
 def _member_main(
-    recipe: Recipe, feat_dir: str, out: str, seed: int, k: int, log_file: str | None
+    recipe: Recipe,
+    feat_dir: str,
+    out: str,
+    seed: int,
+    k: int,
+    log_file: str | None,
+    parent: int,
 ) -> dict[str, Any]:
-    """One member in a spawned process: its log lines go to stderr and the experiment log."""
+    """One member in a spawned process: its log lines go to stderr and the experiment log.
+    It stops when the stage's process is gone (killed), leaving its last checkpoint."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
     logger = logging.getLogger("seqpipe")
     logger.setLevel(logging.INFO)
     if not logger.handlers:
