@@ -105,7 +105,6 @@ def transcribe(
     :return: n-best lists ``[(token ids, score)]`` in input order (CTC searches: one
         hypothesis; greedy scores are 0), and the decoding wall time in seconds
     """
-    from .ctc_search import ctc_greedy, ctc_prefix_beam_search
     from .models.asr import CTCEnsemble, pad_features
     from .models.ctc import CTCSearchScorer
     from .search import beam_search, greedy_search
@@ -121,15 +120,8 @@ def transcribe(
             if isinstance(model, CTCEnsemble):
                 res = _ensemble_search(model, x, x_len, search, beam_size)
             elif search in ("ctc_greedy", "ctc_beam"):
-                enc = model.encode(x, x_len)
-                lp = model.ctc_head(enc.outputs)
-                if search == "ctc_greedy":
-                    res = [[(h, 0.0)] for h in ctc_greedy(lp, enc.lengths)]
-                else:
-                    hyps, scores = ctc_prefix_beam_search(
-                        lp, enc.lengths, beam_size=beam_size, return_scores=True
-                    )
-                    res = [[(h, s)] for h, s in zip(hyps, scores, strict=True)]
+                _, _, hyps, scores = _ctc_search(model, x, x_len, search, beam_size)
+                res = [[(h, s)] for h, s in zip(hyps, scores, strict=True)]
             elif search == "greedy" or (search == "beam" and beam_size == 1 and nbest == 1):
                 hyps = greedy_search(model, x, x_len, max_len_a, max_len_b)
                 res = [[(h, 0.0)] for h in hyps]
@@ -152,24 +144,35 @@ def transcribe(
     return out, time.perf_counter() - t0
 
 
+def _ctc_search(
+    model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[float]]:
+    """One model's CTC pass: (log-probs, encoder lengths, best hypotheses, their scores;
+    greedy scores are 0)."""
+    from .ctc_search import ctc_greedy, ctc_prefix_beam_search
+
+    enc = model.encode(x, x_len)
+    lp = model.ctc_head(enc.outputs)
+    if search == "ctc_greedy":
+        hyps = ctc_greedy(lp, enc.lengths)
+        return lp, enc.lengths, hyps, [0.0] * len(hyps)
+    hyps, scores = ctc_prefix_beam_search(lp, enc.lengths, beam_size=beam_size, return_scores=True)
+    return lp, enc.lengths, hyps, scores
+
+
 def _ensemble_search(
     model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
 ) -> list[list[tuple[list[int], float]]]:
     """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
     candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
     Scores are that sum."""
-    from .ctc_search import ctc_greedy, ctc_prefix_beam_search, ctc_rescore
+    from .ctc_search import ctc_rescore
 
     outputs = []
     candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
     for member in model.members:
-        enc = member.encode(x, x_len)
-        lp = member.ctc_head(enc.outputs)
-        outputs.append((lp, enc.lengths))
-        if search == "ctc_greedy":
-            hyps = ctc_greedy(lp, enc.lengths)
-        else:
-            hyps = ctc_prefix_beam_search(lp, enc.lengths, beam_size=beam_size)
+        lp, lengths, hyps, _ = _ctc_search(member, x, x_len, search, beam_size)
+        outputs.append((lp, lengths))
         for cands, h in zip(candidates, hyps, strict=True):
             if h not in cands:
                 cands.append(h)
