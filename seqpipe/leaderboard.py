@@ -10,7 +10,8 @@ A row (the JSON/CSV fields)::
 
     run, task, test_set, dataset, model, arch, cell, emb_size, hidden_size, enc_layers,
     dec_layers, attention, params, bleu, bleu_signature, chrf, chrf_signature, wer, cer,
-    normalization, sentences, search, beam, alpha, checkpoint, steps, train_seconds,
+    normalization, sentences, search, beam, alpha, adapt (decode.adapt, e.g. "+lin x2"),
+    checkpoint, steps, train_seconds,
     decode_speed (sentences/s for MT, real-time factor for ASR), date, commit,
     score_key, decode_key, train_key
 """
@@ -67,6 +68,7 @@ FIELDS = [
     "search",
     "beam",
     "alpha",
+    "adapt",
     "checkpoint",
     "steps",
     "train_seconds",
@@ -241,6 +243,7 @@ def _rows_of(
         "search": search,
         "beam": dcfg.get("beam_size") if search in ("beam", "joint", "ctc_beam") else None,
         "alpha": dcfg.get("alpha") if search in ("beam", "joint") else None,
+        "adapt": _fmt_adapt(dinfo.get("adapt")),
         "checkpoint": dinfo.get("checkpoint") or dcfg.get("checkpoint"),
         "steps": tinfo.get("steps"),
         "train_seconds": tinfo.get("train_seconds"),
@@ -361,12 +364,22 @@ def _fmt_params(n: Any) -> str:
     return str(n)
 
 
+def _fmt_adapt(adapt: dict[str, Any] | None) -> str | None:
+    """decode.adapt as '+lin' (one round) or '+lin x2'."""
+    if not adapt:
+        return None
+    rounds = adapt.get("rounds", 1)
+    return f"+{adapt.get('method')}" + (f" x{rounds}" if rounds > 1 else "")
+
+
 def _fmt_search(r: dict[str, Any]) -> str:
     s = r.get("search") or ""
     if r.get("beam") is not None:
         s += f" {r['beam']}"
     if r.get("alpha") is not None:
         s += f" α{r['alpha']:g}"
+    if r.get("adapt"):
+        s += f" {r['adapt']}"
     return s
 
 

@@ -87,7 +87,13 @@ def stage_graph(recipe: Recipe) -> list[StageSpec]:
         prepare,
         StageSpec("features", 1, ("task", "seed", "features", "tokenize"), ("prepare",)),
         StageSpec("train", 1, ("task", "seed", "model", "train"), ("features",), resumable=True),
-        StageSpec("decode", 1, ("task", "decode"), ("features", "train")),
+        # adapting to each speaker (decode.adapt) reads the speakers from the prepare manifest
+        StageSpec(
+            "decode",
+            1,
+            ("task", "decode"),
+            ("features", "train") + (("prepare",) if recipe.decode.adapt != "none" else ()),
+        ),
         score,
     ]
 

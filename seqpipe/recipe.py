@@ -310,6 +310,22 @@ class DecodeConfig(Section):
         "none",
         description="CPU decoding: int8 dynamic quantization of the Linear/GRU/LSTM weights",
     )
+    adapt: Literal["none", "lin"] = _newkey(
+        "none",
+        "ASR: unsupervised speaker adaptation. lin: after a first pass, per speaker of the "
+        "split a linear input transform (features x A + b, A from the identity; fMLLR-like) "
+        "is trained on that speaker's first-pass transcripts with the model's own loss, the "
+        "model frozen, then a second pass decodes through it. Uses the speaker's audio, never "
+        "its references",
+    )
+    adapt_epochs: int = _newkey(10, "lin: passes over the speaker's utterances", ge=1)
+    adapt_lr: float = _newkey(0.003, "lin: Adam learning rate", gt=0)
+    adapt_rounds: int = _newkey(
+        1,
+        "lin: adapt-then-decode rounds; each starts from the identity again with the last "
+        "round's transcripts",
+        ge=1,
+    )
     batch_tokens: int = _nokey(6000, "source tokens per decoding batch")
     splits: list[str] = Field(default_factory=lambda: ["test"])
     device: str = _nokey("auto")
@@ -343,6 +359,10 @@ class Recipe(Section):
             raise ValueError("data.local: required when data.dataset is 'local'")
         if self.train.members > 1 and self.task != "asr":
             raise ValueError("train.members: ensembles are for ASR CTC models (task asr)")
+        if self.decode.adapt != "none" and self.task != "asr":
+            raise ValueError("decode.adapt: speaker adaptation is for ASR (task asr)")
+        if self.decode.adapt != "none" and self.decode.quantize != "none":
+            raise ValueError("decode.adapt: adapting needs gradients; set decode.quantize: none")
         return self
 
     # where the recipe came from (not part of the schema)

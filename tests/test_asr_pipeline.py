@@ -307,6 +307,47 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
     assert "ensembles are for model.arch ctc; ctc_attention trains one model" in proc.stderr
 
 
+def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
+    """decode.adapt=lin: the first pass is the plain decode, then one transform per speaker
+    and a second pass; changing an adapt_* key reruns decoding and scoring only."""
+    plain = [*TINY_FSDD, "model.arch=ctc"]
+    assert run_cli("run", str(SMALL), *plain, cwd=fsdd_ws, timeout=300).returncode == 0
+    p0 = Pipeline(load_recipe(SMALL, plain), fsdd_ws)
+    plain_hyps = (p0.store.get("decode", p0.keys()["decode"]).path / "test.hyp").read_text()
+    args = [*plain, "decode.adapt=lin", "decode.adapt_epochs=2"]
+    proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "adapt    theo: 6 utterances, round 1/1" in proc.stderr
+    assert "ran decode, score" in proc.stderr  # the model is the plain run's
+    pipe = Pipeline(load_recipe(SMALL, args), fsdd_ws)
+    assert pipe.keys()["train"] == p0.keys()["train"]
+    dec = pipe.store.get("decode", pipe.keys()["decode"]).path
+    assert (dec / "test.pass1").read_text() == plain_hyps
+    assert len((dec / "test.hyp").read_text().splitlines()) == 6
+    info = json.loads((dec / "decode.json").read_text())
+    assert info["adapt"] == {"method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1}
+    split = info["splits"]["test"]
+    assert split["speakers"] == 1 and split["seconds"] > split["first_pass_seconds"] > 0
+    test = _scores(fsdd_ws, "asr_small")["splits"]["test"]
+    assert set(test["first_pass"]) == {"wer", "cer"}
+    assert test["first_pass"]["wer"] == _scores_of(p0)["wer"]["score"]
+    assert "first pass WER" in proc.stdout + proc.stderr
+    again = run_cli("run", str(SMALL), *args, "decode.adapt_rounds=2", cwd=fsdd_ws, timeout=300)
+    assert again.returncode == 0 and "ran decode, score" in again.stderr, again.stderr
+    board = run_cli("leaderboard", "--format", "csv", cwd=fsdd_ws)
+    assert board.returncode == 0 and "+lin x2" in board.stdout and "+lin," in board.stdout
+    # adapting needs gradients: not with an int8 model, and not for MT
+    bad = run_cli("config", str(SMALL), *args, "decode.quantize=int8", cwd=fsdd_ws)
+    assert bad.returncode == 2 and "set decode.quantize: none" in bad.stderr
+    mt = run_cli("config", str(REPO / "recipes" / "mt_small.yaml"), "decode.adapt=lin", cwd=fsdd_ws)
+    assert mt.returncode == 2 and "speaker adaptation is for asr" in mt.stderr.lower()
+
+
+def _scores_of(pipe: Pipeline) -> dict:
+    score = pipe.store.get("score", pipe.keys()["score"]).path
+    return json.loads((score / "scores.json").read_text())["splits"]["test"]
+
+
 def test_members_are_for_asr(tmp_path: Path):
     proc = run_cli(
         "config", str(REPO / "recipes" / "mt_small.yaml"), "train.members=2", cwd=tmp_path

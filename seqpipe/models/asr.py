@@ -74,6 +74,14 @@ class ASRModel(Seq2Seq):
         self.ctc_head = ctc_head
         self.subsampling = subsampling
         self.reductions = reductions  # pyramid: number of x2 reductions
+        # speaker adaptation (seqpipe.adapt) sets a module here for the time of one speaker
+        self.input_transform: nn.Module | None = None
+
+    def encode(self, src: Tensor, src_len: Tensor) -> EncoderOutput:
+        """:param src: batch x frames x num_mel_bins (through ``input_transform`` when set)"""
+        if self.input_transform is not None:
+            src = self.input_transform(src, src_len)
+        return self.encoder(src, src_len)
 
     @property
     def min_frames(self) -> int:

@@ -1,7 +1,8 @@
 """decode (task: asr): transcribe the splits in ``decode.splits`` (see ``seqpipe.asr_inference``).
 
 Output per split: ``{split}.hyp`` (one transcript per utterance, in manifest order),
-``{split}.ids`` (the utterance ids, same order), ``{split}.nbest.tsv`` when
+``{split}.ids`` (the utterance ids, same order), ``{split}.pass1`` (the first pass's
+transcripts, when ``decode.adapt`` adapts to each speaker: see ``seqpipe.adapt``), ``{split}.nbest.tsv`` when
 ``decode.nbest > 1`` (beam searches), and ``decode.json`` with the settings, the checkpoint
 and the speed: real-time factor = decoding seconds / audio seconds.
 """
@@ -9,10 +10,12 @@ and the speed: real-time factor = decoding seconds / audio seconds.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..adapt import adapt_and_transcribe
 from ..asr_inference import (
     load_asr_model,
     resolve_search,
@@ -24,6 +27,18 @@ from ..data.tokenizer import load_target_tokenizer
 from ..errors import InputError
 from ..pipeline import StageContext
 from ..trainer import pick_device
+
+
+def split_speakers(prep_dir: Path, split: str, utt_ids: list[str]) -> list[str]:
+    """The speaker of each utterance (in ``utt_ids`` order) from the prepare manifest."""
+    from .prepare_asr import read_manifest
+
+    manifest = Path(prep_dir) / f"{split}.tsv"
+    speakers = {u.utt_id: u.speaker for u in read_manifest(manifest)}
+    missing = [u for u in utt_ids if u not in speakers]
+    if missing:
+        raise InputError(f"{manifest}: no utterance {missing[0]!r} (decode.adapt needs speakers)")
+    return [speakers[u] for u in utt_ids]
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -53,15 +68,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
         info["beam_size"] = cfg.beam_size
     if search == "joint":
         info["ctc_weight"] = cfg.ctc_weight
+    if cfg.adapt != "none":
+        info["adapt"] = {
+            "method": cfg.adapt,
+            "epochs": cfg.adapt_epochs,
+            "lr": cfg.adapt_lr,
+            "rounds": cfg.adapt_rounds,
+        }
     for split in cfg.splits:
         if not (feat_dir / "feats" / split).is_dir():
             known = ", ".join(sorted(stats["splits"]))
             raise InputError(f"decode.splits: no split {split!r} in the data (have {known})")
         store = FeatureStore(feat_dir / "feats" / split)
-        nb, secs = transcribe(
-            model,
-            store.lengths,
-            split_loader(feat_dir, store),
+        search_kw = dict(
             search=search,
             beam_size=cfg.beam_size,
             alpha=cfg.alpha,
@@ -70,8 +89,32 @@ def run(ctx: StageContext) -> dict[str, Any]:
             nbest=cfg.nbest,
             ctc_weight=cfg.ctc_weight,
             batch_frames=cfg.batch_tokens,
-            device=device,
         )
+        load = split_loader(feat_dir, store)
+        adapted = None
+        if cfg.adapt == "lin":
+            adapted = adapt_and_transcribe(
+                model,
+                store.lengths,
+                load,
+                split_speakers(ctx.inputs["prepare"].path, split, store.utt_ids),
+                epochs=cfg.adapt_epochs,
+                lr=cfg.adapt_lr,
+                rounds=cfg.adapt_rounds,
+                seed=ctx.recipe.seed,
+                loss_ctc_weight=ctx.recipe.train.ctc_weight,
+                device=device,
+                log=ctx.log,
+                **search_kw,
+            )
+            nb = adapted["nbest"]
+            secs = adapted["first_pass_seconds"] + adapted["adapt_seconds"]
+            write_lines(
+                ctx.out / f"{split}.pass1",
+                tok.decode_tgt([h[0][0] if h else [] for h in adapted["first_pass"]]),
+            )
+        else:
+            nb, secs = transcribe(model, store.lengths, load, device=device, **search_kw)
         write_lines(ctx.out / f"{split}.hyp", tok.decode_tgt([h[0][0] if h else [] for h in nb]))
         write_lines(ctx.out / f"{split}.ids", list(store.utt_ids))
         if cfg.nbest > 1 and search in ("beam", "joint"):
@@ -87,6 +130,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "audio_seconds": audio,
             "rtf": round(secs / max(audio, 1e-9), 5),
         }
+        if adapted is not None:
+            first = adapted["first_pass_seconds"]
+            info["splits"][split].update(
+                speakers=adapted["speakers"],
+                first_pass_seconds=round(first, 3),
+                adapt_seconds=round(adapted["adapt_seconds"], 3),
+                rtf_first_pass=round(first / max(audio, 1e-9), 5),
+            )
         ctx.log.info(
             "decode   %-6s %d utterances in %.1f s (RTF %.4f, %s%s)",
             split,

@@ -8,6 +8,7 @@ with ``score.asr_normalization``. ``scores.json``::
         "wer": {"score": <percent>, "normalization": ..., "errors": E, "ref_words": N,
                 "substitutions": S, "insertions": I, "deletions": D},
         "cer": {"score": <percent>, "normalization": ..., "errors": ..., "ref_chars": ...},
+        "first_pass": {"wer": <percent>, "cer": <percent>},   # decode.adapt only
         "confusions": {"substitutions": [[ref, hyp, n]...], "insertions": [[w, n]...],
                        "deletions": [[w, n]...]}}}}
 
@@ -80,14 +81,25 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 "deletions": cc["deletions"],
             }
         entry["utterances_with_errors"] = sum(1 for r in res["utterances"] if r["errors"])
+        pass1 = dec / f"{split}.pass1"
+        if pass1.is_file():  # decode.adapt: the first pass, before adapting to each speaker
+            hyps1 = read_lines(pass1)
+            if len(hyps1) != len(ids):
+                raise InputError(f"{pass1}: {len(hyps1)} lines but {len(ids)} utterance ids")
+            res1 = score_asr([refs[u] for u in ids], hyps1, normalization=cfg.asr_normalization)
+            entry["first_pass"] = {m: round(100 * res1[m], 2) for m in metrics}
         entry["confusions"] = res["confusions"]
         out["splits"][split] = entry
         ctx.log.info(
-            "score    %-6s %s  (%d utterances, %s)",
+            "score    %-6s %s  (%d utterances, %s)%s",
             split,
             "  ".join(f"{m.upper()} {entry[m]['score']:.2f}" for m in metrics),
             len(ids),
             cfg.asr_normalization,
+            "; first pass "
+            + "  ".join(f"{m.upper()} {v:.2f}" for m, v in entry["first_pass"].items())
+            if "first_pass" in entry
+            else "",
         )
     if not out["splits"]:
         raise InputError(f"{dec}: no decoded split (*.hyp) to score")

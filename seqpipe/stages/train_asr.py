@@ -298,11 +298,7 @@ class ASRTask:
         self.tgt = [tgt[i // per] for i in range(rows)]
         frames = self.store.lengths
         tgt_len = np.array([len(t) for t in self.tgt], dtype=np.int64)
-        ok = (frames >= model.min_frames) & (tgt_len > 0)
-        if self.arch != "attention":  # CTC needs a frame per token, one more per repeat
-            repeats = np.array([int((t[1:] == t[:-1]).sum()) for t in self.tgt], dtype=np.int64)
-            ok &= model.encoder_lengths(frames) >= tgt_len + repeats
-        self.rows = np.nonzero(ok)[0]
+        self.rows = np.nonzero(trainable(model, self.arch, frames, self.tgt))[0]
         self.dropped = int(rows - len(self.rows))
         if not len(self.rows):
             raise InputError("train: no training utterance is long enough for its transcript")
@@ -345,25 +341,8 @@ class ASRTask:
     def make_batch(
         self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device, augment: bool
     ) -> ASRBatch:
-        from ..models.asr import pad_features
-
-        x, x_len = pad_features(feats, self.model.min_frames)
-        if augment and self.spec_augment is not None:
-            x = self.spec_augment.train()(x, x_len)
-        targets, target_lengths = pad_batch(tgts)
-        tgt_in, _ = pad_batch(tgts, prefix=BOS_ID)
-        tgt_out, _ = pad_batch(tgts, suffix=EOS_ID)
-        n_t = int(target_lengths.sum()) + (0 if self.arch == "ctc" else len(tgts))
-        return ASRBatch(
-            x.to(device, non_blocking=True),
-            x_len,
-            targets.to(device),
-            target_lengths,
-            tgt_in.to(device),
-            tgt_out.to(device),
-            int(x_len.sum()),
-            n_t,
-        )
+        augment_fn = self.spec_augment.train() if augment and self.spec_augment else None
+        return make_asr_batch(feats, tgts, self.model.min_frames, self.arch, device, augment_fn)
 
     def collate(self, idx: np.ndarray, device: torch.device) -> ASRBatch:
         rows = self.rows[idx]
@@ -416,6 +395,48 @@ class ASRTask:
             loss_sum += float(loss)
             n_tok += batch.n_targets
         return {"wer": 100 * res["wer"], "cer": 100 * res["cer"], "loss": loss_sum / max(1, n_tok)}
+
+
+def trainable(model: Any, arch: str, frames: np.ndarray, tgts: list[np.ndarray]) -> np.ndarray:
+    """Which (frames, target) pairs can be trained on: a target at all, enough frames for the
+    front end, and for a CTC head a frame per token plus one per repeated token."""
+    tgt_len = np.array([len(t) for t in tgts], dtype=np.int64)
+    ok = (np.asarray(frames) >= model.min_frames) & (tgt_len > 0)
+    if arch != "attention":
+        repeats = np.array([int((t[1:] == t[:-1]).sum()) for t in tgts], dtype=np.int64)
+        ok &= model.encoder_lengths(frames) >= tgt_len + repeats
+    return ok
+
+
+def make_asr_batch(
+    feats: list[np.ndarray],
+    tgts: list[np.ndarray],
+    min_frames: int,
+    arch: str,
+    device: torch.device | str,
+    augment: Any = None,
+) -> ASRBatch:
+    """A padded batch of normalised features and their targets (``augment``: e.g.
+    SpecAugment, applied to the padded features)."""
+    from ..models.asr import pad_features
+
+    x, x_len = pad_features(feats, min_frames)
+    if augment is not None:
+        x = augment(x, x_len)
+    targets, target_lengths = pad_batch(tgts)
+    tgt_in, _ = pad_batch(tgts, prefix=BOS_ID)
+    tgt_out, _ = pad_batch(tgts, suffix=EOS_ID)
+    n_t = int(target_lengths.sum()) + (0 if arch == "ctc" else len(tgts))
+    return ASRBatch(
+        x.to(device, non_blocking=True),
+        x_len,
+        targets.to(device),
+        target_lengths,
+        tgt_in.to(device),
+        tgt_out.to(device),
+        int(x_len.sum()),
+        n_t,
+    )
 
 
 def asr_loss(

@@ -1,0 +1,103 @@
+"""Speaker adaptation at decoding time (decode.adapt: lin): the input transform, its training
+and the two-pass decoding, on tiny random models (the pipeline runs it in
+test_asr_pipeline.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seqpipe.adapt import InputTransform, adapt_and_transcribe, train_transform
+from seqpipe.asr_inference import transcribe
+from seqpipe.models.asr import build_asr_model, model_spec
+
+BINS, VOCAB = 12, 9
+
+
+def _model(arch: str = "ctc", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    cfg = dict(
+        arch=arch, subsampling="conv2d", conv_channels=4, frontend_norm=False, emb_size=16,
+        cell="gru", hidden_size=16, enc_layers=1, dec_layers=1, bidirectional=True,
+        attention="bahdanau", dropout=0.2,
+    )  # fmt: skip
+    return build_asr_model(model_spec(cfg, BINS, VOCAB)).eval()
+
+
+def _feats(n: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        rng.standard_normal((int(rng.integers(30, 90)), BINS)).astype(np.float32) for _ in range(n)
+    ]
+
+
+def test_input_transform_starts_as_identity_and_keeps_padding_zero():
+    from seqpipe.models.asr import pad_features
+
+    model = _model()
+    feats = _feats(4)
+    x, x_len = pad_features(feats, model.min_frames)
+    with torch.no_grad():
+        plain = model.ctc_head(model.encode(x, x_len).outputs)
+        model.input_transform = InputTransform(BINS)
+        same = model.ctc_head(model.encode(x, x_len).outputs)
+        torch.testing.assert_close(plain, same)
+        # a real transform: padded frames stay zero, so a batch decodes as one at a time
+        model.input_transform.weight.add_(0.3 * torch.randn(BINS, BINS))
+        model.input_transform.bias.add_(1.0)
+        y = model.input_transform(x, x_len)
+        assert int(x_len.min()) < x.shape[1]
+        assert all(float(y[i, int(n) :].abs().sum()) == 0 for i, n in enumerate(x_len))
+        assert float(y[0, : int(x_len[0])].abs().sum()) > 0
+    lengths = np.array([len(f) for f in feats])
+    together, _ = transcribe(model, lengths, lambda i: feats[i], batch_frames=10**6)
+    alone, _ = transcribe(model, lengths, lambda i: feats[i], batch_frames=1)
+    assert together == alone
+    model.input_transform = None
+    with torch.no_grad():
+        torch.testing.assert_close(model.ctc_head(model.encode(x, x_len).outputs), plain)
+
+
+@pytest.mark.parametrize("arch", ["ctc", "attention", "ctc_attention"])
+def test_train_transform_fits_the_targets_and_leaves_the_model_alone(arch: str):
+    model = _model(arch)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    feats = _feats(20)
+    rng = np.random.default_rng(3)
+    targets = [list(rng.integers(3, VOCAB, size=int(rng.integers(1, 4)))) for _ in feats]
+    targets[0] = []  # an empty transcript trains nothing
+    transform, losses = train_transform(
+        model, feats, targets, epochs=8, lr=0.02, seed=0, ctc_weight=0.5
+    )
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert model.input_transform is transform and not model.training
+    for k, v in model.state_dict().items():
+        if not k.startswith("input_transform."):
+            torch.testing.assert_close(v, before[k])
+    assert all(p.requires_grad for n, p in model.named_parameters())
+    assert not torch.equal(transform.weight.detach(), torch.eye(BINS))
+    # the same seed trains the same transform
+    model.input_transform = None
+    again, losses2 = train_transform(
+        model, feats, targets, epochs=8, lr=0.02, seed=0, ctc_weight=0.5
+    )
+    assert losses2 == losses and torch.equal(again.weight, transform.weight)
+
+
+def test_adapt_and_transcribe_first_pass_is_the_plain_decode_and_groups_speakers():
+    model = _model()
+    feats = _feats(7)
+    lengths = np.array([len(f) for f in feats])
+    plain, _ = transcribe(model, lengths, lambda i: feats[i])
+    speakers = ["a", "a", "b", "a", "b", "", ""]
+    out = adapt_and_transcribe(
+        model, lengths, lambda i: feats[i], speakers, epochs=2, lr=0.01, rounds=2
+    )
+    assert out["first_pass"] == plain
+    assert out["speakers"] == 4  # a, b and two utterances without a speaker id
+    assert len(out["nbest"]) == 7 and all(len(h) == 1 for h in out["nbest"])
+    assert all(len(m) == 2 for m in out["losses"]["a"])  # one member, two rounds
+    assert model.input_transform is None  # nothing left behind
+    with pytest.raises(ValueError, match="2 speaker ids for 7 utterances"):
+        adapt_and_transcribe(model, lengths, lambda i: feats[i], ["a", "b"], epochs=1, lr=0.01)
