@@ -326,6 +326,11 @@ class DecodeConfig(Section):
         "round's transcripts",
         ge=1,
     )
+    adapt_targets: Literal["agreed", "all"] = _newkey(
+        "agreed",
+        "lin with an ensemble (train.members): agreed = train only on the utterances where every "
+        "member's own hypothesis equals the ensemble's; all = every utterance (one model: all)",
+    )
     batch_tokens: int = _nokey(6000, "source tokens per decoding batch")
     splits: list[str] = Field(default_factory=lambda: ["test"])
     device: str = _nokey("auto")

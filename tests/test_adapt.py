@@ -101,3 +101,30 @@ def test_adapt_and_transcribe_first_pass_is_the_plain_decode_and_groups_speakers
     assert model.input_transform is None  # nothing left behind
     with pytest.raises(ValueError, match="2 speaker ids for 7 utterances"):
         adapt_and_transcribe(model, lengths, lambda i: feats[i], ["a", "b"], epochs=1, lr=0.01)
+
+
+def test_an_ensemble_adapts_on_the_utterances_its_members_agree_on():
+    from seqpipe.models.asr import CTCEnsemble
+
+    ens = CTCEnsemble([_model(seed=0), _model(seed=0)]).eval()
+    torch.manual_seed(1)
+    for p in ens.members[1].parameters():  # member 1: member 0 nudged, agreeing on some
+        p.data.add_(0.05 * torch.randn_like(p))
+    feats = _feats(12, seed=4)
+    lengths = np.array([len(f) for f in feats])
+    speakers = ["s"] * 12
+
+    def run(targets: str) -> dict:
+        return adapt_and_transcribe(
+            ens, lengths, feats.__getitem__, speakers, epochs=1, lr=0.01, targets=targets
+        )
+
+    best = [h[0][0] for h in transcribe(ens, lengths, feats.__getitem__)[0]]
+    own = [[h[0][0] for h in transcribe(m, lengths, feats.__getitem__)[0]] for m in ens.members]
+    agreed = sum(1 for i, h in enumerate(best) if h and all(o[i] == h for o in own))
+    assert 0 < agreed < sum(1 for h in best if h)  # a real test: some agree, some do not
+    assert run("agreed")["trained"] == {"s": [agreed]}
+    assert run("all")["trained"] == {"s": [sum(1 for h in best if h)]}
+    out = run("agreed")
+    assert len(out["losses"]["s"]) == 2  # one transform per member
+    assert all(m.input_transform is None for m in ens.members)

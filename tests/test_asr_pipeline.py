@@ -317,7 +317,7 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     args = [*plain, "decode.adapt=lin", "decode.adapt_epochs=2"]
     proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "adapt    theo: 6 utterances, round 1/1" in proc.stderr
+    assert "adapt    theo: 6 utterances (" in proc.stderr and "round 1/1" in proc.stderr
     assert "ran decode, score" in proc.stderr  # the model is the plain run's
     pipe = Pipeline(load_recipe(SMALL, args), fsdd_ws)
     assert pipe.keys()["train"] == p0.keys()["train"]
@@ -325,9 +325,12 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     assert (dec / "test.pass1").read_text() == plain_hyps
     assert len((dec / "test.hyp").read_text().splitlines()) == 6
     info = json.loads((dec / "decode.json").read_text())
-    assert info["adapt"] == {"method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1}
+    assert info["adapt"] == {
+        "method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1, "targets": "agreed"
+    }  # fmt: skip
     split = info["splits"]["test"]
     assert split["speakers"] == 1 and split["seconds"] > split["first_pass_seconds"] > 0
+    assert 0 < split["adapted_on"]["theo"][0] <= 6  # one model: all with a transcript
     test = _scores(fsdd_ws, "asr_small")["splits"]["test"]
     assert set(test["first_pass"]) == {"wer", "cer"}
     assert test["first_pass"]["wer"] == _scores_of(p0)["wer"]["score"]

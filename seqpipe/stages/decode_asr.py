@@ -74,6 +74,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "epochs": cfg.adapt_epochs,
             "lr": cfg.adapt_lr,
             "rounds": cfg.adapt_rounds,
+            "targets": cfg.adapt_targets,
         }
     for split in cfg.splits:
         if not (feat_dir / "feats" / split).is_dir():
@@ -101,6 +102,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 epochs=cfg.adapt_epochs,
                 lr=cfg.adapt_lr,
                 rounds=cfg.adapt_rounds,
+                targets=cfg.adapt_targets,
                 seed=ctx.recipe.seed,
                 loss_ctc_weight=ctx.recipe.train.ctc_weight,
                 device=device,
@@ -134,6 +136,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             first = adapted["first_pass_seconds"]
             info["splits"][split].update(
                 speakers=adapted["speakers"],
+                adapted_on=adapted["trained"],
                 first_pass_seconds=round(first, 3),
                 adapt_seconds=round(adapted["adapt_seconds"], 3),
                 rtf_first_pass=round(first / max(audio, 1e-9), 5),
