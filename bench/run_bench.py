@@ -21,7 +21,8 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
   CTC/attention): the features stage (× real time: audio seconds, every speed-perturbed copy
   included, per wall second, with ``features.workers`` processes), training for
   ``--asr-minutes`` (real feature frames/s), and decoding the test speaker with CTC greedy,
-  CTC prefix beam (5) and joint CTC/attention beam (5): real-time factor and WER of each.
+  CTC prefix beam (5) and joint CTC/attention beam (5): real-time factor and WER of each; and CTC
+  greedy with ``decode.adapt=lin`` (two rounds): RTF of all passes, of the first, and both WERs.
 * ``joeynmt``: with ``--joey``, Joey NMT 2.3 through ../shared/bench/joeynmt/bench.sh in its own
   venv, same data/size; otherwise its published figures are shown with ``measured: false``.
 
@@ -271,13 +272,20 @@ def bench_asr(a: argparse.Namespace, ws: Path, env: dict[str, str], res: dict[st
                         "parameters": info["parameters"], "best_valid_wer": info["best"]}
     print(json.dumps({"asr_train": res["asr_train"]}), file=sys.stderr)
 
-    for name, search in (("asr_decode_ctc_greedy", "ctc_greedy"), ("asr_decode_ctc_beam5", "ctc_beam"),
-                         ("asr_decode_joint5", "joint")):
+    adapt = ["decode.adapt=lin", "decode.adapt_rounds=2"]  # asr_small's speaker adaptation
+    for name, search, extra in (("asr_decode_ctc_greedy", "ctc_greedy", []),
+                                ("asr_decode_ctc_beam5", "ctc_beam", []),
+                                ("asr_decode_joint5", "joint", []),
+                                ("asr_decode_ctc_greedy_adapt", "ctc_greedy", adapt)):
         d, sc, rss = decode_and_score(
-            ASR_RECIPE, [*base, f"decode.search={search}", "decode.beam_size=5"], ws, env, name)
+            ASR_RECIPE, [*base, f"decode.search={search}", "decode.beam_size=5", *extra], ws, env,
+            name)
         res[name] = {"rtf": d["rtf"], "seconds": d["seconds"], "audio_seconds": d["audio_seconds"],
                      "peak_rss_mib": rss, "wer": sc["wer"]["score"],
                      "note": f"model after {a.asr_minutes:g} min of training"}
+        if extra:  # two passes and the adaptation between them
+            res[name].update(rtf_first_pass=d["rtf_first_pass"], adapt_seconds=d["adapt_seconds"],
+                             first_pass_wer=sc["first_pass"]["wer"])
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
 

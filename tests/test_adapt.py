@@ -128,3 +128,11 @@ def test_an_ensemble_adapts_on_the_utterances_its_members_agree_on():
     out = run("agreed")
     assert len(out["losses"]["s"]) == 2  # one transform per member
     assert all(m.input_transform is None for m in ens.members)
+    # members adapt side by side (threads) exactly as each would alone
+    tgts = [h if all(o[i] == h for o in own) else [] for i, h in enumerate(best)]
+    for k, member in enumerate(ens.members):
+        _, alone = train_transform(
+            member, feats, tgts, epochs=1, lr=0.01, seed=[0, 0, 0, k], ctc_weight=0.3
+        )
+        member.input_transform = None
+        assert out["losses"]["s"][k] == [alone]
