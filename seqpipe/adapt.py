@@ -21,7 +21,8 @@ transcripts; with ``adapt_targets: agreed`` (the default) only on the utterances
 member's own hypothesis equals the ensemble's (on the unseen FSDD speaker, 55 % of the
 utterances at about 2 % WER, against 5 % for all of them). Only the speaker's audio is used,
 never a reference. An utterance whose transcript is empty (or too long for its frames under
-CTC) does not train the transform, but is decoded again like the others. Utterances without a
+CTC) does not train the transform, but is decoded again like the others; a batch whose loss is
+not finite makes no update. Utterances without a
 speaker id are each their own speaker.
 """
 
@@ -110,6 +111,8 @@ def train_transform(
                         device,
                     )
                     loss, _ = asr_loss(model, batch, arch, ctc_weight, 0.0)
+                    if not torch.isfinite(loss):  # no update from a NaN/inf batch
+                        continue
                     opt.zero_grad(set_to_none=True)
                     (loss / max(batch.n_targets, 1)).backward()
                     opt.step()
