@@ -43,6 +43,10 @@ from ..recipe import Recipe
 from .train import pad_batch, recipe_train_batches, train_seed
 
 
+# a member whose best valid WER/CER is this many points above the best member's gets a warning
+LAGGING_MEMBER_POINTS = 10.0
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     recipe = ctx.recipe
     if recipe.train.valid_metric == "bleu":
@@ -213,6 +217,18 @@ def _train_members(recipe: Recipe, feat_dir: Path, out: Path, log: Any) -> dict[
         recipe.train.valid_metric,
         ", ".join("-" if b is None else f"{b:.2f}" for b in info["best"]),
     )
+    if recipe.train.valid_metric in ("wer", "cer"):  # lower is better: a member that failed
+        scores = [b for b in info["best"] if b is not None]
+        for k, b in enumerate(info["best"]):
+            if scores and b is not None and b > min(scores) + LAGGING_MEMBER_POINTS:
+                log.warning(
+                    "train    member %d did not train like the others (best valid %s %.2f vs "
+                    "%.2f): it still votes in the ensemble; another train.seed may do better",
+                    k,
+                    recipe.train.valid_metric,
+                    b,
+                    min(scores),
+                )
     return {"train": info}
 
 
