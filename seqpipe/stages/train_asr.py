@@ -42,7 +42,6 @@ from ..pipeline import StageContext
 from ..recipe import Recipe
 from .train import pad_batch, recipe_train_batches, train_seed
 
-
 # a member whose best valid WER/CER is this many points above the best member's gets a warning
 LAGGING_MEMBER_POINTS = 10.0
 
