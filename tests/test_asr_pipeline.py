@@ -396,3 +396,11 @@ def test_prepare_keeps_extracted_archives_out_of_the_repo(tmp_path: Path):
     path = Path((prep / "test.tsv").read_text().splitlines()[1].split("\t")[1])
     assert path.is_absolute() and path.is_relative_to(tmp_path / "cache" / "extract")
     assert not (REPO / "waves_yesno").exists()
+
+
+def test_a_member_that_failed_to_train_is_named():
+    from seqpipe.stages.train_asr import lagging_members
+
+    assert lagging_members([86.82, 1.53]) == [0]  # train.seed=7 without warmup
+    assert lagging_members([7.67, 8.21]) == [] and lagging_members([None, 3.0]) == []
+    assert lagging_members([None, None]) == []

@@ -46,6 +46,18 @@ from .train import pad_batch, recipe_train_batches, train_seed
 LAGGING_MEMBER_POINTS = 10.0
 
 
+def lagging_members(best: list[float | None]) -> list[int]:
+    """Members whose best valid WER/CER (lower is better) is more than
+    :data:`LAGGING_MEMBER_POINTS` above the best member's: most likely a failed training (e.g.
+    stuck in CTC's all-blank plateau)."""
+    scores = [b for b in best if b is not None]
+    if not scores:
+        return []
+    return [
+        k for k, b in enumerate(best) if b is not None and b > min(scores) + LAGGING_MEMBER_POINTS
+    ]
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     recipe = ctx.recipe
     if recipe.train.valid_metric == "bleu":
@@ -216,18 +228,16 @@ def _train_members(recipe: Recipe, feat_dir: Path, out: Path, log: Any) -> dict[
         recipe.train.valid_metric,
         ", ".join("-" if b is None else f"{b:.2f}" for b in info["best"]),
     )
-    if recipe.train.valid_metric in ("wer", "cer"):  # lower is better: a member that failed
-        scores = [b for b in info["best"] if b is not None]
-        for k, b in enumerate(info["best"]):
-            if scores and b is not None and b > min(scores) + LAGGING_MEMBER_POINTS:
-                log.warning(
-                    "train    member %d did not train like the others (best valid %s %.2f vs "
-                    "%.2f): it still votes in the ensemble; another train.seed may do better",
-                    k,
-                    recipe.train.valid_metric,
-                    b,
-                    min(scores),
-                )
+    if recipe.train.valid_metric in ("wer", "cer"):
+        for k in lagging_members(info["best"]):
+            log.warning(
+                "train    member %d did not train like the others (best valid %s %.2f vs "
+                "%.2f): it still votes in the ensemble; another train.seed may do better",
+                k,
+                recipe.train.valid_metric,
+                info["best"][k],
+                min(b for b in info["best"] if b is not None),
+            )
     return {"train": info}
 
 
