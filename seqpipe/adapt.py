@@ -86,9 +86,10 @@ def train_transform(
     arch = model.arch
     tgts = [np.asarray(t, dtype=np.int64) for t in targets]
     usable = np.nonzero(trainable(model, arch, np.array([len(f) for f in feats]), tgts))[0]
-    flags = [p.requires_grad for p in model.parameters()]
+    params = list(model.parameters())  # the model's own, before the transform joins them
+    flags = [p.requires_grad for p in params]
     was_training = model.training
-    for p in model.parameters():
+    for p in params:
         p.requires_grad_(False)
     transform = InputTransform(feats[0].shape[1]).to(device)
     model.input_transform = transform
@@ -121,17 +122,9 @@ def train_transform(
                 losses.append(total / max(n_tok, 1))
     finally:
         model.train(was_training)
-        for p, flag in zip(
-            (p for p in model.parameters() if not _is_transform_param(p, transform)),
-            flags,
-            strict=True,
-        ):
+        for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
     return transform, losses
-
-
-def _is_transform_param(p: Tensor, transform: nn.Module) -> bool:
-    return any(p is q for q in transform.parameters())
 
 
 def adapt_and_transcribe(
