@@ -47,30 +47,48 @@ sys.path.insert(0, str(REPO))  # this checkout's seqpipe, whatever the venv poin
 RECIPE = REPO / "recipes" / "mt_small.yaml"
 ASR_RECIPE = REPO / "recipes" / "asr_small.yaml"
 JOEY_PUBLISHED = {  # ../shared/bench/joeynmt/README.md, 600 s run, 2 threads, de→en
-    "train_tok_per_s": 2764, "beam5_sent_per_s": 41.3, "greedy_sent_per_s": 106.7,
+    "train_tok_per_s": 2764,
+    "beam5_sent_per_s": 41.3,
+    "greedy_sent_per_s": 106.7,
     "source": "../shared/bench/joeynmt/README.md (not measured in this run)",
 }
 
 # The Joey NMT peer's model and data; the rest from recipes/mt_small.yaml.
 COMMON = [
-    "data.src_lang=en", "data.tgt_lang=de", "tokenize.vocab_size=8000", "tokenize.joint=true",
-    "tokenize.model_type=unigram", "model.cell=gru", "model.emb_size=256",
-    "model.hidden_size=256", "model.enc_layers=1", "model.dec_layers=1",
-    "model.bidirectional=true", "model.dropout=0.3", "model.bridge=true",
-    "model.tied_embeddings=false", "tokenize.bpe_dropout=0.0",
-    "train.max_minutes=null", "train.progress=false", "train.log_every=20",
+    "data.src_lang=en",
+    "data.tgt_lang=de",
+    "tokenize.vocab_size=8000",
+    "tokenize.joint=true",
+    "tokenize.model_type=unigram",
+    "model.cell=gru",
+    "model.emb_size=256",
+    "model.hidden_size=256",
+    "model.enc_layers=1",
+    "model.dec_layers=1",
+    "model.bidirectional=true",
+    "model.dropout=0.3",
+    "model.bridge=true",
+    "model.tied_embeddings=false",
+    "tokenize.bpe_dropout=0.0",
+    "train.max_minutes=null",
+    "train.progress=false",
+    "train.log_every=20",
 ]
 VARIANTS = {
     # Joey NMT's decoder (and the ceiling's) steps the RNN first and lets its new state query
     # the Bahdanau attention: attention_query=current is the matching model
     "train_input_feeding": [
-        "model.attention=bahdanau", "model.attention_query=current", "model.input_feeding=true",
+        "model.attention=bahdanau",
+        "model.attention_query=current",
+        "model.input_feeding=true",
     ],
     "train_fast": ["model.attention=luong", "model.input_feeding=false"],
     # Bahdanau et al.'s order (our default for bahdanau): the context is also an RNN input,
     # a larger model than Joey's; reported, not compared
     "train_input_feeding_previous_query": [
-        "model.attention=bahdanau", "model.attention_query=previous", "model.input_feeding=true",
+        "model.attention=bahdanau",
+        "model.attention_query=previous",
+        "model.input_feeding=true",
     ],
 }
 
@@ -86,7 +104,9 @@ def measured_run(args: list[str], env: dict[str, str]) -> tuple[int, float, int]
         "sys.exit(rc)\n"
     )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     m = re.search(r"PEAK_RSS_KB (\d+)", proc.stderr)
     if proc.returncode != 0:
@@ -94,16 +114,18 @@ def measured_run(args: list[str], env: dict[str, str]) -> tuple[int, float, int]
     return proc.returncode, wall, int(m.group(1)) // 1024 if m else -1
 
 
-def decode_and_score(recipe: Path, args: list[str], ws: Path, env: dict[str, str],
-                     name: str) -> tuple[dict, dict, int]:
+def decode_and_score(
+    recipe: Path, args: list[str], ws: Path, env: dict[str, str], name: str
+) -> tuple[dict, dict, int]:
     """Rerun decode (+ score) of ``recipe`` with ``args``; the test split's entries of
     decode.json and scores.json, and the decode run's peak RSS (MiB)."""
-    from seqpipe.pipeline import Pipeline
-    from seqpipe.recipe import load_recipe
+    from seqpipe.core.pipeline import Pipeline
+    from seqpipe.core.recipe import load_recipe
 
     keys = Pipeline(load_recipe(recipe, args), ws).keys()
     rc, _, rss = measured_run(
-        ["run", str(recipe), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env)
+        ["run", str(recipe), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env
+    )
     assert rc == 0, f"{name} failed"
     dec = json.loads((ws / "cache" / "decode" / keys["decode"] / "decode.json").read_text())
     sc = json.loads((ws / "cache" / "score" / keys["score"] / "scores.json").read_text())
@@ -118,8 +140,13 @@ def ceiling(threads: int, tuned: bool) -> dict[str, float]:
     env = dict(os.environ)
     if tuned:  # what seqpipe.runtime.tune_allocator sets through mallopt
         env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 31))
-    out = subprocess.run([sys.executable, str(SHARED / "bench" / "ceiling_mt.py"), str(threads)],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(SHARED / "bench" / "ceiling_mt.py"), str(threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     m = re.search(r"input-feeding loop (\d+), fast no-input-feeding (\d+)", out)
     assert m, out
     return {"input_feeding": float(m.group(1)), "fast": float(m.group(2))}
@@ -143,11 +170,21 @@ def main() -> None:
     ws = a.workspace.resolve()
     ws.mkdir(parents=True, exist_ok=True)
     t = a.threads
-    common = [*COMMON, f"train.threads={t}", f"decode.threads={t}", f"train.max_tokens={a.max_tokens}",
-              f"train.max_steps={a.steps}", f"train.valid_every={10 * a.steps}",
-              "train.valid_max_sentences=100"]
-    res: dict[str, object] = {"threads": t, "steps": a.steps, "max_tokens": a.max_tokens,
-                              "load_at_start": round(other_load(), 2)}
+    common = [
+        *COMMON,
+        f"train.threads={t}",
+        f"decode.threads={t}",
+        f"train.max_tokens={a.max_tokens}",
+        f"train.max_steps={a.steps}",
+        f"train.valid_every={10 * a.steps}",
+        "train.valid_max_sentences=100",
+    ]
+    res: dict[str, object] = {
+        "threads": t,
+        "steps": a.steps,
+        "max_tokens": a.max_tokens,
+        "load_at_start": round(other_load(), 2),
+    }
     parts = {p.strip() for p in a.parts.split(",") if p.strip()}
     if "mt" in parts:
         bench_mt(a, common, ws, env, res)
@@ -160,8 +197,9 @@ def main() -> None:
         a.out.write_text(text + "\n")
 
 
-def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, str],
-             res: dict[str, object]) -> None:
+def bench_mt(
+    a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, str], res: dict[str, object]
+) -> None:
     t = a.threads
 
     # data once (cached); not timed
@@ -171,8 +209,8 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     res["ceiling_default_alloc"] = ceiling(t, tuned=False)
     res["ceiling_tuned_alloc"] = ceiling(t, tuned=True)
 
-    from seqpipe.pipeline import Pipeline
-    from seqpipe.recipe import load_recipe
+    from seqpipe.core.pipeline import Pipeline
+    from seqpipe.core.recipe import load_recipe
 
     budget_min = a.joey_budget / 60 if a.joey else None
     for name, ov in VARIANTS.items():
@@ -183,16 +221,26 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
             args += [f"train.max_minutes={budget_min}", "train.max_steps=null"]
         pipe = Pipeline(load_recipe(RECIPE, args), ws)
         rc, wall, rss = measured_run(
-            ["run", str(RECIPE), *args, "--to", "train", "--force", "train", "-w", str(ws)], env)
+            ["run", str(RECIPE), *args, "--to", "train", "--force", "train", "-w", str(ws)], env
+        )
         assert rc == 0, f"{name} failed"
-        info = json.loads((ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text())
+        info = json.loads(
+            (ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text()
+        )
         key = "input_feeding" if "input_feeding" in name else "fast"
         res[name] = {
-            "real_tok_per_s": info["tokens_per_second"], "steps": info["steps"],
-            "train_seconds": info["train_seconds"], "stage_wall_s": round(wall, 1),
-            "peak_rss_mib": rss, "parameters": info["parameters"],
-            "fraction_of_ceiling_default_alloc": round(info["tokens_per_second"] / res["ceiling_default_alloc"][key], 3),  # type: ignore[index]
-            "fraction_of_ceiling_tuned_alloc": round(info["tokens_per_second"] / res["ceiling_tuned_alloc"][key], 3),  # type: ignore[index]
+            "real_tok_per_s": info["tokens_per_second"],
+            "steps": info["steps"],
+            "train_seconds": info["train_seconds"],
+            "stage_wall_s": round(wall, 1),
+            "peak_rss_mib": rss,
+            "parameters": info["parameters"],
+            "fraction_of_ceiling_default_alloc": round(
+                info["tokens_per_second"] / res["ceiling_default_alloc"][key], 3
+            ),  # type: ignore[index]
+            "fraction_of_ceiling_tuned_alloc": round(
+                info["tokens_per_second"] / res["ceiling_tuned_alloc"][key], 3
+            ),  # type: ignore[index]
         }
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
@@ -200,28 +248,56 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     if budget_min:
         fast += [f"train.max_minutes={budget_min}", "train.max_steps=null"]
     shortlist = ["decode.shortlist=10", "decode.shortlist_frequent=300"]
-    for name, ov in {"decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
-                     "decode_greedy": ["decode.search=greedy"],
-                     "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *shortlist],
-                     "decode_greedy_shortlist": ["decode.search=greedy", *shortlist],
-                     "decode_beam5_int8": ["decode.search=beam", "decode.beam_size=5", "decode.quantize=int8"],
-                     "decode_greedy_int8": ["decode.search=greedy", "decode.quantize=int8"],
-                     "decode_beam5_int8_shortlist": ["decode.search=beam", "decode.beam_size=5",
-                                                     "decode.quantize=int8", *shortlist],
-                     "decode_greedy_int8_shortlist": ["decode.search=greedy", "decode.quantize=int8",
-                                                      *shortlist]}.items():
+    for name, ov in {
+        "decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
+        "decode_greedy": ["decode.search=greedy"],
+        "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *shortlist],
+        "decode_greedy_shortlist": ["decode.search=greedy", *shortlist],
+        "decode_beam5_int8": ["decode.search=beam", "decode.beam_size=5", "decode.quantize=int8"],
+        "decode_greedy_int8": ["decode.search=greedy", "decode.quantize=int8"],
+        "decode_beam5_int8_shortlist": [
+            "decode.search=beam",
+            "decode.beam_size=5",
+            "decode.quantize=int8",
+            *shortlist,
+        ],
+        "decode_greedy_int8_shortlist": [
+            "decode.search=greedy",
+            "decode.quantize=int8",
+            *shortlist,
+        ],
+    }.items():
         d, sc, rss = decode_and_score(RECIPE, [*fast, *ov, "decode.checkpoint=last"], ws, env, name)
-        res[name] = {"sent_per_s": d["sentences_per_second"], "seconds": d["seconds"],
-                     "peak_rss_mib": rss, "bleu": sc["bleu"]["score"],
-                     "note": (f"model after {budget_min * 60:.0f} s of training, like Joey's" if budget_min
-                              else f"model after {a.steps} updates; BLEU is not comparable to a trained model")}
+        res[name] = {
+            "sent_per_s": d["sentences_per_second"],
+            "seconds": d["seconds"],
+            "peak_rss_mib": rss,
+            "bleu": sc["bleu"]["score"],
+            "note": (
+                f"model after {budget_min * 60:.0f} s of training, like Joey's"
+                if budget_min
+                else f"model after {a.steps} updates; BLEU is not comparable to a trained model"
+            ),
+        }
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
     joey: dict[str, object] = dict(JOEY_PUBLISHED, measured=False)
     if a.joey:
         run_dir = ws / "joey"
-        cmd = ["bash", str(SHARED / "bench" / "joeynmt" / "bench.sh"), "-b", str(a.joey_budget),
-               "-t", str(t), "-s", "en", "-g", "de", "-o", str(run_dir)]
+        cmd = [
+            "bash",
+            str(SHARED / "bench" / "joeynmt" / "bench.sh"),
+            "-b",
+            str(a.joey_budget),
+            "-t",
+            str(t),
+            "-s",
+            "en",
+            "-g",
+            "de",
+            "-o",
+            str(run_dir),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode == 0 and line:
@@ -233,7 +309,9 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
     ratios = {}
     if jt:
         ratios["train_fast_vs_joey"] = round(res["train_fast"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
-        ratios["train_input_feeding_vs_joey"] = round(res["train_input_feeding"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
+        ratios["train_input_feeding_vs_joey"] = round(
+            res["train_input_feeding"]["real_tok_per_s"] / jt, 2
+        )  # type: ignore[index]
     for ours in [r for r in res if r.startswith("decode_")]:
         theirs = "beam5_sent_per_s" if ours.startswith("decode_beam5") else "greedy_sent_per_s"
         if joey.get(theirs):
@@ -242,19 +320,28 @@ def bench_mt(a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, 
 
 
 def bench_asr(a: argparse.Namespace, ws: Path, env: dict[str, str], res: dict[str, object]) -> None:
-    from seqpipe.pipeline import Pipeline
-    from seqpipe.recipe import load_recipe
+    from seqpipe.core.pipeline import Pipeline
+    from seqpipe.core.recipe import load_recipe
 
     t = a.threads
-    base = [f"train.threads={t}", f"decode.threads={t}", f"train.max_minutes={a.asr_minutes}",
-            "train.progress=false", "model.arch=ctc_attention"]
+    base = [
+        f"train.threads={t}",
+        f"decode.threads={t}",
+        f"train.max_minutes={a.asr_minutes}",
+        "train.progress=false",
+        "model.arch=ctc_attention",
+    ]
     rc, _, _ = measured_run(["run", str(ASR_RECIPE), *base, "--to", "prepare", "-w", str(ws)], env)
     assert rc == 0, "asr prepare failed"
     pipe = Pipeline(load_recipe(ASR_RECIPE, base), ws)
     rc, wall, rss = measured_run(
-        ["run", str(ASR_RECIPE), *base, "--to", "features", "--force", "features", "-w", str(ws)], env)
+        ["run", str(ASR_RECIPE), *base, "--to", "features", "--force", "features", "-w", str(ws)],
+        env,
+    )
     assert rc == 0, "asr features failed"
-    stats = json.loads((ws / "cache" / "features" / pipe.keys()["features"] / "stats.json").read_text())
+    stats = json.loads(
+        (ws / "cache" / "features" / pipe.keys()["features"] / "stats.json").read_text()
+    )
     res["asr_features"] = {
         split: {k: v.get(k) for k in ("rows", "audio_seconds", "seconds", "x_real_time")}
         for split, v in stats["splits"].items()
@@ -264,28 +351,48 @@ def bench_asr(a: argparse.Namespace, ws: Path, env: dict[str, str], res: dict[st
     print(json.dumps({"asr_features": res["asr_features"]}), file=sys.stderr)
 
     rc, wall, rss = measured_run(
-        ["run", str(ASR_RECIPE), *base, "--to", "train", "--force", "train", "-w", str(ws)], env)
+        ["run", str(ASR_RECIPE), *base, "--to", "train", "--force", "train", "-w", str(ws)], env
+    )
     assert rc == 0, "asr train failed"
     info = json.loads((ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text())
-    res["asr_train"] = {"frames_per_s": info["tokens_per_second"], "steps": info["steps"],
-                        "train_seconds": info["train_seconds"], "peak_rss_mib": rss,
-                        "parameters": info["parameters"], "best_valid_wer": info["best"]}
+    res["asr_train"] = {
+        "frames_per_s": info["tokens_per_second"],
+        "steps": info["steps"],
+        "train_seconds": info["train_seconds"],
+        "peak_rss_mib": rss,
+        "parameters": info["parameters"],
+        "best_valid_wer": info["best"],
+    }
     print(json.dumps({"asr_train": res["asr_train"]}), file=sys.stderr)
 
     adapt = ["decode.adapt=lin", "decode.adapt_rounds=2"]  # asr_small's speaker adaptation
-    for name, search, extra in (("asr_decode_ctc_greedy", "ctc_greedy", []),
-                                ("asr_decode_ctc_beam5", "ctc_beam", []),
-                                ("asr_decode_joint5", "joint", []),
-                                ("asr_decode_ctc_greedy_adapt", "ctc_greedy", adapt)):
+    for name, search, extra in (
+        ("asr_decode_ctc_greedy", "ctc_greedy", []),
+        ("asr_decode_ctc_beam5", "ctc_beam", []),
+        ("asr_decode_joint5", "joint", []),
+        ("asr_decode_ctc_greedy_adapt", "ctc_greedy", adapt),
+    ):
         d, sc, rss = decode_and_score(
-            ASR_RECIPE, [*base, f"decode.search={search}", "decode.beam_size=5", *extra], ws, env,
-            name)
-        res[name] = {"rtf": d["rtf"], "seconds": d["seconds"], "audio_seconds": d["audio_seconds"],
-                     "peak_rss_mib": rss, "wer": sc["wer"]["score"],
-                     "note": f"model after {a.asr_minutes:g} min of training"}
+            ASR_RECIPE,
+            [*base, f"decode.search={search}", "decode.beam_size=5", *extra],
+            ws,
+            env,
+            name,
+        )
+        res[name] = {
+            "rtf": d["rtf"],
+            "seconds": d["seconds"],
+            "audio_seconds": d["audio_seconds"],
+            "peak_rss_mib": rss,
+            "wer": sc["wer"]["score"],
+            "note": f"model after {a.asr_minutes:g} min of training",
+        }
         if extra:  # two passes and the adaptation between them
-            res[name].update(rtf_first_pass=d["rtf_first_pass"], adapt_seconds=d["adapt_seconds"],
-                             first_pass_wer=sc["first_pass"]["wer"])
+            res[name].update(
+                rtf_first_pass=d["rtf_first_pass"],
+                adapt_seconds=d["adapt_seconds"],
+                first_pass_wer=sc["first_pass"]["wer"],
+            )
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from seqpipe.core import __version__
 
 __all__ = ["__version__", "load_model"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import load_model
+    from seqpipe.use.api import load_model
 
 
 def __getattr__(name: str) -> Any:
     if name == "load_model":
-        from .api import load_model
+        from seqpipe.use.api import load_model
 
         return load_model
     raise AttributeError(f"module 'seqpipe' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m seqpipe`` == the ``seqpipe`` command."""
 
-from .cli import main
+from seqpipe.cli import main
 
 main()

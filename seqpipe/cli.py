@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .errors import InputError, SeqpipeError
+from seqpipe.errors import InputError, SeqpipeError
 
 STAGE_HELP = "prepare, tokenize|features, train, decode, score"
 
@@ -66,7 +66,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="seqpipe")
 def main(debug: bool, verbose: bool) -> None:
     """seqpipe: staged, cached sequence-to-sequence experiments (MT and ASR)."""
-    from .runtime import tune_allocator
+    from seqpipe.core.runtime import tune_allocator
 
     tune_allocator()
     _setup_logging(verbose)
@@ -95,7 +95,7 @@ def _workspace_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(recipe: str, overrides: tuple[str, ...]):
-    from .recipe import load_recipe
+    from seqpipe.core.recipe import load_recipe
 
     return load_recipe(recipe, list(overrides))
 
@@ -121,7 +121,7 @@ def run(
     workspace: Path,
 ) -> None:
     """Run RECIPE's stages, skipping what is cached. OVERRIDES: key=value (train.lr=5e-4)."""
-    from .pipeline import Pipeline
+    from seqpipe.core.pipeline import Pipeline
 
     t0 = time.perf_counter()
     r = _load(recipe, overrides)
@@ -159,7 +159,7 @@ def _print_scores(path: Path) -> None:
 @handle_errors
 def status(recipe: str, overrides: tuple[str, ...], workspace: Path) -> None:
     """Show every stage of RECIPE: key, state (done/partial/stale/missing), size, time."""
-    from .pipeline import Pipeline
+    from seqpipe.core.pipeline import Pipeline
 
     pipe = Pipeline(_load(recipe, overrides), workspace)
     rows = pipe.status_rows()
@@ -185,7 +185,7 @@ def _human_bytes(n: int) -> str:
 @handle_errors
 def config(recipe: str, overrides: tuple[str, ...]) -> None:
     """Print the fully resolved RECIPE (defaults filled in, overrides applied)."""
-    from .recipe import dump_recipe
+    from seqpipe.core.recipe import dump_recipe
 
     click.echo(dump_recipe(_load(recipe, overrides)), nl=False)
 
@@ -322,7 +322,7 @@ def _use_model(
 ) -> None:
     import os
 
-    from .api import DecodeSettings, Model, resolve_model
+    from seqpipe.use.api import DecodeSettings, Model, resolve_model
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -570,8 +570,8 @@ def export(
     """Write MODEL (experiment folder, recipe or train artifact) as one self-contained file:
     weights, model spec, tokenizer, recipe and versions. `torch.load(FILE, weights_only=True)`
     reads it; `seqpipe decode FILE ...` and `load_model(FILE)` use it without the cache."""
-    from .api import resolve_model
-    from .export import export_model
+    from seqpipe.use.api import resolve_model
+    from seqpipe.use.export import export_model
 
     src = resolve_model(model, workspace, overrides)
     out = export_model(src, output, checkpoint)
@@ -610,7 +610,7 @@ def leaderboard(
     """One row per scored (run, test set) under PATHS (workspaces, experiment folders or score
     artifacts; default: the workspace): model, scores with their signature, decode settings,
     training time and steps, decode speed, date and code version."""
-    from .leaderboard import collect, render, select
+    from seqpipe.tools.leaderboard import collect, render, select
 
     rows = select(collect(list(paths) or [workspace]), task=task, test_set=test_set, sort=sort_by)
     click.echo(render(rows, fmt, color=color), nl=False, color=color)
@@ -660,8 +660,8 @@ def sweep(
     seqpipe sweep recipes/mt_small.yaml --grid model.hidden_size=256,512 --grid train.lr=1e-3,5e-4
     seqpipe sweep recipes/mt_small.yaml --random 8 --grid train.lr=1e-4:1e-3 --grid model.cell=gru,lstm
     """
-    from .leaderboard import render, select
-    from .sweep import leaderboard_rows, plan, run_sweep
+    from seqpipe.tools.leaderboard import render, select
+    from seqpipe.tools.sweep import leaderboard_rows, plan, run_sweep
 
     debug = bool(click.get_current_context().find_root().params.get("debug"))
     variants = plan(recipe, list(overrides), list(grids), random_n, seed)
@@ -706,7 +706,7 @@ def sweep(
 def report(run: Path, output: Path | None, worst: int) -> None:
     """Markdown report of a scored RUN (experiment folder): scores and settings, learning
     curve, BLEU by source length, the worst sentences (ASR: the error report)."""
-    from .report import write_report
+    from seqpipe.tools.report import write_report
 
     md = write_report(run, output, worst)
     click.echo(str(md))

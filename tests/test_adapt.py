@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqpipe.adapt import InputTransform, adapt_and_transcribe, train_transform
-from seqpipe.asr_inference import transcribe
+from seqpipe.asr.adapt import InputTransform, adapt_and_transcribe, train_transform
+from seqpipe.asr.transcribe import transcribe
 from seqpipe.models.asr import build_asr_model, model_spec
 
 BINS, VOCAB = 12, 9

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqpipe.pipeline import Pipeline
-from seqpipe.recipe import load_recipe
+from seqpipe.core.pipeline import Pipeline
+from seqpipe.core.recipe import load_recipe
 
 from .conftest import MIRROR, REPO, run_cli
 
@@ -196,8 +196,8 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
     """Every search gives the same output whatever else is in the batch (and in input order)."""
     import torch
 
-    from seqpipe.asr_inference import split_loader, transcribe
-    from seqpipe.features import FeatureStore
+    from seqpipe.asr.features import FeatureStore
+    from seqpipe.asr.transcribe import split_loader, transcribe
     from seqpipe.models.asr import build_asr_model, model_spec
 
     args = [*TINY_FSDD, "model.arch=ctc_attention"]
@@ -224,7 +224,7 @@ def test_batched_decoding_equals_one_at_a_time(fsdd_ws: Path):
             )
     # decode.quantize=int8 (CPU): the conv front end stays float, Linear/GRU become int8, and
     # every search runs on the quantized model
-    from seqpipe.inference import quantize_int8
+    from seqpipe.common.checkpoint import quantize_int8
 
     q = quantize_int8(model)
     assert "DynamicQuantizedGRU" in repr(q)
@@ -240,8 +240,8 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
     import torch
 
     from seqpipe import load_model
-    from seqpipe.asr_inference import load_asr_model, split_loader, transcribe
-    from seqpipe.features import FeatureStore
+    from seqpipe.asr.features import FeatureStore
+    from seqpipe.asr.transcribe import load_asr_model, split_loader, transcribe
     from seqpipe.models.asr import CTCEnsemble
 
     args = [*TINY_FSDD, "model.arch=ctc", "train.members=2", "train.max_steps=3"]
@@ -277,7 +277,7 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
     store = FeatureStore(feat_dir / "feats" / "test")
     out, _ = transcribe(ens, store.lengths, split_loader(feat_dir, store), search="ctc_greedy")
     dec = pipe.store.get("decode", pipe.keys()["decode"]).path
-    from seqpipe.data.tokenizer import load_target_tokenizer
+    from seqpipe.common.vocab import load_target_tokenizer
 
     tok = load_target_tokenizer(feat_dir)
     assert (dec / "test.hyp").read_text().splitlines() == tok.decode_tgt([h[0][0] for h in out])
@@ -363,9 +363,9 @@ def test_members_are_for_asr(tmp_path: Path):
 def test_char_tokenizer_and_encoder_lengths():
     import torch
 
-    from seqpipe.data.tokenizer import CharTokenizer
+    from seqpipe.common.vocab import CharTokenizer
+    from seqpipe.asr.config import ASRModelConfig as ModelConfig
     from seqpipe.models.asr import build_asr_model, model_spec
-    from seqpipe.recipe import ModelConfig
 
     tok = CharTokenizer.build(["NO YES", "yes  no"])
     assert tok.tokens[:4] == ["<pad>", "<unk>", "<s>", "</s>"] and "▁" in tok.tokens
@@ -400,7 +400,7 @@ def test_prepare_keeps_extracted_archives_out_of_the_repo(tmp_path: Path):
 
 
 def test_a_member_that_failed_to_train_is_named():
-    from seqpipe.stages.train_asr import lagging_members
+    from seqpipe.asr.training import lagging_members
 
     assert lagging_members([86.82, 1.53]) == [0]  # train.seed=7 without warmup
     assert lagging_members([7.67, 8.21]) == [] and lagging_members([None, 3.0]) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seqpipe.asr_scoring import normalize, score_asr, write_error_report
+from seqpipe.asr.scoring import normalize, score_asr, write_error_report
 
 
 def test_known_wer_and_cer() -> None:

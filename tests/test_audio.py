@@ -15,6 +15,17 @@ import pytest
 import soundfile as sf
 import torch
 
+from seqpipe.asr.features import (
+    FeatureStore,
+    SpecAugment,
+    add_noise,
+    compute_features_parallel,
+    fbank,
+    load_wave,
+    noise_snr_db,
+    num_fbank_frames,
+    speed_perturb,
+)
 from seqpipe.data.asr_datasets import (
     DIGIT_WORDS,
     DatasetError,
@@ -31,17 +42,6 @@ from seqpipe.data.asr_datasets import (
     safe_extract_tar,
 )
 from seqpipe.data.audio import AudioError, read_audio
-from seqpipe.features import (
-    FeatureStore,
-    SpecAugment,
-    add_noise,
-    compute_features_parallel,
-    fbank,
-    load_wave,
-    noise_snr_db,
-    num_fbank_frames,
-    speed_perturb,
-)
 from seqpipe.models.frontends import Conv2dSubsampling, PyramidalBiLSTMEncoder, PyramidalReduce
 
 torch.set_num_threads(1)
@@ -437,7 +437,7 @@ def test_extract_once_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_utterance_normalisation_modes() -> None:
-    from seqpipe.asr_inference import make_normalizer
+    from seqpipe.asr.transcribe import make_normalizer
 
     rng = np.random.default_rng(0)
     f = (rng.standard_normal((50, 8)) * 3 + 7).astype(np.float16)
@@ -458,8 +458,8 @@ def test_speaker_cmn_means_per_speaker_and_speed(data: Path, tmp_path: Path) -> 
     """features.speaker_cmn: each row's stored mean is its (speaker, speed) group's mean over
     all frames of the group, after global CMVN; no speaker id: the utterance's own mean; the
     split loader subtracts it."""
-    from seqpipe.asr_inference import split_loader
-    from seqpipe.features import save_speaker_means
+    from seqpipe.asr.features import save_speaker_means
+    from seqpipe.asr.transcribe import split_loader
 
     utts = load_yesno(data, "test")[:3]
     kw = dict(num_workers=0, sample_rate=8000, speeds=(1.0, 1.1), progress=False)
@@ -487,7 +487,7 @@ def test_speaker_cmn_means_per_speaker_and_speed(data: Path, tmp_path: Path) -> 
 
 
 def test_speaker_cmn_excludes_utterance_cmn() -> None:
-    from seqpipe.recipe import FeaturesConfig
+    from seqpipe.asr.config import FeaturesConfig
 
     assert FeaturesConfig(speaker_cmn="all").speaker_cmn == "all"
     assert FeaturesConfig(speaker_cmn="eval", utterance_cmn=True).utterance_cmn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqpipe.data.batching import decode_batches, train_batches
+from seqpipe.common.batching import decode_batches, train_batches
 
 
 def lengths(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from seqpipe.data.tokenizer import IdArray, Tokenizer
-from seqpipe.pipeline import Pipeline
-from seqpipe.recipe import load_recipe
+from seqpipe.common.vocab import IdArray, Tokenizer
+from seqpipe.core.pipeline import Pipeline
+from seqpipe.core.recipe import load_recipe
 
 from .conftest import MIRROR, run_cli
 

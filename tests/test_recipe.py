@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from seqpipe.core.recipe import load_recipe
 from seqpipe.errors import InputError
-from seqpipe.recipe import load_recipe
 
 from .conftest import REPO, run_cli
 
@@ -76,7 +76,7 @@ def test_overrides_are_typed_and_checked(tmp_path: Path):
 
 
 def test_cache_key_ignores_threads_but_not_lr(tmp_path: Path):
-    from seqpipe.pipeline import Pipeline
+    from seqpipe.core.pipeline import Pipeline
 
     p = tmp_path / "r.yaml"
     p.write_text("name: x\n")
@@ -96,8 +96,8 @@ def test_cache_key_ignores_threads_but_not_lr(tmp_path: Path):
 def test_train_seed_enters_the_key_only_when_set(tmp_path: Path):
     import numpy as np
 
-    from seqpipe.pipeline import Pipeline
-    from seqpipe.stages.train import recipe_train_batches
+    from seqpipe.core.pipeline import Pipeline
+    from seqpipe.common.batching import recipe_train_batches
 
     p = tmp_path / "r.yaml"
     p.write_text("name: x\n")

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from seqpipe.common.search import beam_search, greedy_search, max_output_lengths
 from seqpipe.models import (
     BOS_ID,
     EOS_ID,
@@ -25,7 +26,6 @@ from seqpipe.models import (
     build_model,
     label_smoothed_nll,
 )
-from seqpipe.search import beam_search, greedy_search, max_output_lengths
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and robust to a busy machine
 
@@ -442,8 +442,8 @@ def test_int8_quantized_model_searches(trained: Seq2Seq) -> None:
     """decode.quantize=int8: Linear and GRU weights become int8 (torch.ao dynamic
     quantization); search still solves the task, and the shortlist's output-layer subset of
     the quantized layer gives exactly the full quantized layer's columns."""
+    from seqpipe.common.checkpoint import quantize_int8
     from seqpipe.errors import InputError
-    from seqpipe.inference import quantize_int8
 
     q = quantize_int8(copy.deepcopy(trained))
     assert "DynamicQuantizedLinear" in repr(q.decoder.output_layer)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from seqpipe.common.search import beam_search, greedy_search
 from seqpipe.models import BOS_ID, EOS_ID, PAD_ID
-from seqpipe.search import beam_search, greedy_search
-from seqpipe.shortlist import LexicalShortlist
+from seqpipe.mt.shortlist import LexicalShortlist
 from tests.test_search import VOCAB, mixed_sources, reverse_batch, trained, trained64  # noqa: F401
 
 

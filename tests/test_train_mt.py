@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqpipe.pipeline import Pipeline
-from seqpipe.recipe import load_recipe
+from seqpipe.core.pipeline import Pipeline
+from seqpipe.core.recipe import load_recipe
 
 from .conftest import REPO, run_cli
 

@@ -364,7 +364,7 @@ def test_sweep_and_leaderboard(ws: Path):
 
 
 def test_report(ws: Path):
-    from seqpipe.report import write_report
+    from seqpipe.tools.report import write_report
 
     md = write_report(_exp(ws), ws / "report", worst=3)
     text = md.read_text(encoding="utf-8")
@@ -511,9 +511,9 @@ def test_transcribe_equals_the_asr_decode_stage(tmp_path: Path):
     assert got.stdout.splitlines() == hyp
     # export, then the API on the file (in this process: no second torch start-up)
     from seqpipe import load_model
-    from seqpipe.api import resolve_model
-    from seqpipe.export import export_model
-    from seqpipe.leaderboard import collect
+    from seqpipe.tools.leaderboard import collect
+    from seqpipe.use.api import resolve_model
+    from seqpipe.use.export import export_model
 
     spt = export_model(resolve_model(exp), tmp_path / "asr.spt")
     m = load_model(spt)

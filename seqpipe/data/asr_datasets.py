@@ -61,6 +61,9 @@ OnError = Literal["skip", "stop"]
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
+MANIFEST_COLUMNS = ("utt_id", "path", "duration", "text", "speaker")
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One utterance of a corpus.
@@ -566,3 +569,43 @@ def write_tsv(utts: Sequence[Utterance], tsv: str | Path) -> None:
             pass
         lines.append(f"{p.as_posix()}\t{u.text}\t{u.speaker}")
     tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# manifests: the prepare stage's {split}.tsv
+
+
+def write_manifest(path: Path, utts: list[Utterance], base: Path) -> None:
+    """``utt_id path duration text speaker`` (tab-separated, with a header)."""
+    base = base.resolve()
+    lines = ["\t".join(MANIFEST_COLUMNS)]
+    for u in utts:
+        p = Path(u.path).resolve()
+        rel = p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)
+        for field in (u.utt_id, u.text, u.speaker):
+            if "\t" in field or "\n" in field:
+                raise InputError(
+                    f"{u.path}: tab or newline in the id/transcript/speaker of {u.utt_id!r}"
+                )
+        lines.append(f"{u.utt_id}\t{rel}\t{u.duration:.4f}\t{u.text}\t{u.speaker}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    """Read a ``{split}.tsv`` of a prepare artifact; relative paths resolve against its folder."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != MANIFEST_COLUMNS:
+        raise InputError(f"{path}: not a prepare manifest (header {'/'.join(MANIFEST_COLUMNS)})")
+    base = Path(path).parent
+    out = []
+    for line in lines[1:]:
+        utt_id, p, dur, text, speaker = line.split("\t")
+        audio = Path(p) if Path(p).is_absolute() else base / p
+        out.append(Utterance(utt_id, str(audio), float(dur), text, speaker))
+    return out
+
+
+def manifest_splits(prep_dir: Path) -> list[str]:
+    """Split names of a prepare artifact (train first, then the others sorted)."""
+    names = sorted(p.name[: -len(".tsv")] for p in Path(prep_dir).glob("*.tsv"))
+    return sorted(names, key=lambda s: (s != "train", s))

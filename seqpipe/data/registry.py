@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError
+from seqpipe.errors import InputError
 
 REGISTRY_FILE = Path(__file__).resolve().parents[2] / "data" / "registry.yaml"
 

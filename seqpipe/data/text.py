@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from seqpipe.errors import InputError
 
 _WS = re.compile(r"\s+")
 

@@ -1,6 +1,6 @@
 """Recurrent encoder-decoder models (MT and ASR).
 
-Token ids fixed across the project (vocabularies, data loaders, search and models agree on them)::
+Token ids fixed across the project (defined in :mod:`seqpipe.common.vocab`)::
 
     PAD_ID = 0   padding, never predicted, ignored by the loss
     UNK_ID = 1   unknown token
@@ -15,21 +15,15 @@ Modules, one concept each:
 - ``seq2seq.py``   :class:`Seq2Seq`, :func:`build_model`, :func:`label_smoothed_nll`
 """
 
-PAD_ID: int = 0
-UNK_ID: int = 1
-BOS_ID: int = 2
-EOS_ID: int = 3
-
-# The constants above are defined before these imports on purpose: submodules import them
-# from here.
-from seqpipe.models.attention import (  # noqa: E402
+from seqpipe.common.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seqpipe.models.attention import (
     BahdanauAttention,
     LocationAwareAttention,
     LuongAttention,
 )
-from seqpipe.models.decoders import DecoderCache, DecoderState, RecurrentDecoder  # noqa: E402
-from seqpipe.models.encoders import EncoderOutput, RecurrentEncoder  # noqa: E402
-from seqpipe.models.seq2seq import (  # noqa: E402
+from seqpipe.models.decoders import DecoderCache, DecoderState, RecurrentDecoder
+from seqpipe.models.encoders import EncoderOutput, RecurrentEncoder
+from seqpipe.models.seq2seq import (
     Seq2Seq,
     build_model,
     count_parameters,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqpipe.models import EOS_ID, PAD_ID
+from seqpipe.common.vocab import EOS_ID, PAD_ID
 
 __all__ = ["CTCHead", "ctc_loss", "CTCPrefixScorer", "CTCPrefixState", "CTCSearchScorer"]
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqpipe.models import PAD_ID
+from seqpipe.common.vocab import PAD_ID
 from seqpipe.models.attention import BahdanauAttention, LocationAwareAttention, LuongAttention
 from seqpipe.models.encoders import EncoderOutput, make_rnn
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqpipe.models import PAD_ID
+from seqpipe.common.vocab import PAD_ID
 
 RNN_CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
 

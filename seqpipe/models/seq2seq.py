@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqpipe.models import PAD_ID
+from seqpipe.common.vocab import PAD_ID
 from seqpipe.models.decoders import RecurrentDecoder
 from seqpipe.models.encoders import EncoderOutput, RecurrentEncoder
 

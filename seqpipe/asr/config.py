@@ -1,0 +1,209 @@
+"""The ASR recipe: its sections and its stages.
+
+``prepare → features → train → decode → score``; the features stage also builds the target
+vocabulary (``tokenize:``). Each stage's key hashes what it reads and its upstream keys.
+Torch-free: ``seqpipe status`` and ``seqpipe config`` load it without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from seqpipe.core.recipe import (
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    Recipe,
+    TokenizeConfig,
+    TrainConfig,
+)
+from seqpipe.core.schema import Section, newkey, nokey
+from seqpipe.core.stage import StageSpec
+from seqpipe.data.registry import data_fingerprint
+
+DATASETS = ("yesno", "fsdd_digits", "fsdd_connected", "an4", "librispeech", "kaldi", "tsv")
+# search -> the archs it decodes; ``auto`` picks AUTO_SEARCH[arch]
+SEARCH_ARCHS = {
+    "ctc_greedy": ("ctc", "ctc_attention"),
+    "ctc_beam": ("ctc", "ctc_attention"),
+    "greedy": ("attention", "ctc_attention"),
+    "beam": ("attention", "ctc_attention"),
+    "joint": ("ctc_attention",),
+}
+AUTO_SEARCH = {"ctc": "ctc_greedy", "attention": "beam", "ctc_attention": "joint"}
+METRICS = ("wer", "cer")
+
+
+class ASRDataConfig(DataConfig):
+    dataset: Literal[DATASETS] = Field(  # type: ignore[valid-type]
+        "yesno",
+        description="registry name (yesno, fsdd_digits, fsdd_connected, an4, librispeech) or a "
+        "local corpus (kaldi, tsv, librispeech with data.path)",
+    )
+    sample_rate: int = Field(16000, ge=1000, description="audio is resampled to this rate")
+    on_error: Literal["skip", "stop"] = Field(
+        "stop", description="a corrupt/missing audio file or empty transcript: skip or stop"
+    )
+    path: str | None = Field(None, description="kaldi folder / tsv file / librispeech folder")
+    test_speakers: list[str] = Field(default_factory=list, description="fsdd_connected")
+    valid_speakers: list[str] = Field(default_factory=list, description="fsdd_connected")
+    utterances: dict[str, int] = Field(
+        default_factory=lambda: {"train": 2000, "valid": 200, "test": 300},
+        description="fsdd_connected: utterances per split",
+    )
+
+
+class FeaturesConfig(Section):
+    kind: Literal["fbank", "mel"] = "fbank"
+    num_mel_bins: int = Field(80, ge=8)
+    speed_perturb: list[float] = Field(default_factory=lambda: [1.0])
+    cmvn: bool = Field(True, description="global mean/variance normalisation (training stats)")
+    utterance_cmn: bool = Field(
+        False, description="also subtract each utterance's own mean (speaker/channel robustness)"
+    )
+    utterance_cvn: bool = Field(
+        False, description="subtract each utterance's mean and divide by its std (implies cmn)"
+    )
+    speaker_cmn: Literal["none", "all", "eval"] = Field(
+        "none",
+        description="subtract each speaker's mean over all its utterances of the split "
+        "(Kaldi's per-speaker CMN; a speed-perturbed copy counts as its own speaker) in every "
+        "split (all) or in the valid/test splits only (eval: training keeps utterance_cmn)",
+    )
+    vtlp: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="VTLP: warp each training copy's filterbank by a factor in [1-v, 1+v]",
+    )
+    noise_snr: tuple[float, float] | None = Field(
+        None,
+        description="[lo, hi] dB: white noise this far below each training copy's loudest "
+        "frame, a level per copy drawn uniformly (null = off)",
+    )
+
+    @model_validator(mode="after")
+    def _noise_range(self) -> FeaturesConfig:
+        if self.noise_snr is not None and self.noise_snr[0] > self.noise_snr[1]:
+            raise ValueError(f"noise_snr: [lo, hi] needs lo <= hi, got {list(self.noise_snr)}")
+        if self.speaker_cmn == "all" and (self.utterance_cmn or self.utterance_cvn):
+            raise ValueError(
+                "speaker_cmn: all replaces utterance_cmn/utterance_cvn in every split: set "
+                "only one of them (or speaker_cmn: eval, which keeps them for training)"
+            )
+        return self
+
+    workers: int = nokey(2, "feature extraction worker processes")
+
+
+class ASRModelConfig(ModelConfig):
+    arch: Literal["attention", "ctc", "ctc_attention"] = "attention"
+    # conv2d: x4 fewer frames; conv2d8: conv2d + pairs of frames stacked (x8); pyramid:
+    # pyramidal BiLSTM encoder (x2 per layer, up to x4); none
+    subsampling: Literal["conv2d", "conv2d8", "pyramid", "none"] = "conv2d"
+    conv_channels: int = Field(32, ge=1)
+    frontend_norm: bool = Field(
+        False, description="LayerNorm on the conv front end's output frames"
+    )
+
+
+class ASRTrainConfig(TrainConfig):
+    valid_metric: Literal["wer", "loss"] = "wer"
+    ctc_weight: float = Field(0.3, ge=0, le=1, description="ctc_attention: weight of the CTC loss")
+    spec_augment: bool = True
+    members: int = newkey(
+        1,
+        ge=1,
+        description="arch ctc: train this many models (train.seed, +1, ...) and decode them as "
+        "an ensemble (each member's hypothesis rescored by all members' CTC likelihoods); the "
+        "attention archs train one model and say so",
+    )
+    member_jobs: int | None = nokey(None, "members trained at once, one process each (null: all)")
+
+
+class ASRDecodeConfig(DecodeConfig):
+    # auto picks by model.arch (ctc → ctc_greedy, attention → beam, ctc_attention → joint)
+    search: Literal["ctc_greedy", "ctc_beam", "greedy", "beam", "joint", "auto"] = "beam"
+    ctc_weight: float = Field(0.3, ge=0, le=1, description="joint: weight of the CTC prefix score")
+    adapt: Literal["none", "lin"] = newkey(
+        "none",
+        "unsupervised speaker adaptation. lin: after a first pass, per speaker of the "
+        "split a linear input transform (features x A + b, A from the identity; fMLLR-like) "
+        "is trained on that speaker's first-pass transcripts with the model's own loss, the "
+        "model frozen, then a second pass decodes through it. Uses the speaker's audio, never "
+        "its references",
+    )
+    adapt_epochs: int = newkey(10, "lin: passes over the speaker's utterances", ge=1)
+    adapt_lr: float = newkey(0.003, "lin: Adam learning rate", gt=0)
+    adapt_rounds: int = newkey(
+        1,
+        "lin: adapt-then-decode rounds; each starts from the identity again with the last "
+        "round's transcripts",
+        ge=1,
+    )
+    adapt_targets: Literal["agreed", "all"] = newkey(
+        "agreed",
+        "lin with an ensemble (train.members): agreed = train only on the utterances where every "
+        "member's own hypothesis equals the ensemble's; all = every utterance (one model: all)",
+    )
+
+    @model_validator(mode="after")
+    def _adapt_needs_gradients(self) -> ASRDecodeConfig:
+        if self.adapt != "none" and self.quantize != "none":
+            raise ValueError("decode.adapt: adapting needs gradients; set decode.quantize: none")
+        return self
+
+
+class ASRScoreConfig(Section):
+    metrics: list[Literal["wer", "cer"]] = Field(default_factory=lambda: ["wer", "cer"])
+    asr_normalization: str = "lower,strip_punct,collapse_space"
+
+
+def _prepare_extra(recipe: Any) -> Any:
+    return data_fingerprint(recipe)
+
+
+class ASRRecipe(Recipe):
+    task: Literal["asr"] = "asr"
+    data: ASRDataConfig = Field(default_factory=ASRDataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    model: ASRModelConfig = Field(default_factory=ASRModelConfig)
+    train: ASRTrainConfig = Field(default_factory=ASRTrainConfig)
+    decode: ASRDecodeConfig = Field(default_factory=ASRDecodeConfig)
+    score: ASRScoreConfig = Field(default_factory=ASRScoreConfig)
+
+    def stage_graph(self) -> list[StageSpec]:
+        m = "seqpipe.asr.stages."
+        # adapting to each speaker (decode.adapt) reads the speakers from the prepare manifest
+        speakers = ("prepare",) if self.decode.adapt != "none" else ()
+        return [
+            StageSpec(
+                "prepare", 2, m + "prepare", ("task", "seed", "data"), (), extra_key=_prepare_extra
+            ),
+            StageSpec(
+                "features",
+                2,
+                m + "features",
+                ("task", "seed", "features", "tokenize"),
+                ("prepare",),
+            ),
+            StageSpec(
+                "train",
+                2,
+                m + "train",
+                # validation of the attention arch decodes with decode's length limits
+                ("task", "seed", "model", "train", "decode.max_len_a", "decode.max_len_b"),
+                ("features",),
+                resumable=True,
+            ),
+            StageSpec(
+                "decode", 2, m + "decode", ("task", "decode"), ("features", "train") + speakers
+            ),
+            StageSpec("score", 2, m + "score", ("task", "score"), ("prepare", "decode")),
+        ]
+
+
+RECIPE = ASRRecipe

@@ -1,0 +1,246 @@
+"""Loading a trained ASR model and transcribing features in length-sorted batches.
+
+Shared by the decode stage, validation during training and the Python API, so all give the
+same output for the same settings. Searches (``decode.search``):
+
+=============  ===========================================  ==========================
+``ctc_greedy``  best path of the CTC head                    arch ctc, ctc_attention
+``ctc_beam``    CTC prefix beam search                       arch ctc, ctc_attention
+``greedy``      attention decoder, greedy                    arch attention, ctc_attention
+``beam``        attention decoder, beam search               arch attention, ctc_attention
+``joint``       attention beam search + CTC prefix scores    arch ctc_attention
+=============  ===========================================  ==========================
+
+``auto`` picks ``ctc_greedy`` / ``beam`` / ``joint`` for ``ctc`` / ``attention`` / ``ctc_attention``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqpipe.common.batching import decode_batches
+from seqpipe.common.checkpoint import CHECKPOINT_FILES
+from seqpipe.errors import InputError
+
+SEARCH_ARCHS = {
+    "ctc_greedy": ("ctc", "ctc_attention"),
+    "ctc_beam": ("ctc", "ctc_attention"),
+    "greedy": ("attention", "ctc_attention"),
+    "beam": ("attention", "ctc_attention"),
+    "joint": ("ctc_attention",),
+}
+
+
+def load_asr_model(
+    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``model.json`` and load a checkpoint (weights only)."""
+    from seqpipe.models.asr import build_asr_model
+
+    spec = json.loads((Path(train_dir) / "model.json").read_text())
+    path = Path(train_dir) / CHECKPOINT_FILES[checkpoint]
+    if not path.is_file():
+        if checkpoint == "averaged":
+            raise InputError(
+                f"{path}: no averaged checkpoint; train with train.average_last=K or use "
+                "decode.checkpoint=best"
+            )
+        raise InputError(f"{path}: checkpoint not found")
+    model = build_asr_model(spec)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    return model, spec
+
+
+AUTO_SEARCH = {"ctc": "ctc_greedy", "attention": "beam", "ctc_attention": "joint"}
+
+
+def resolve_search(search: str, arch: str) -> str:
+    """``auto`` -> the search for ``arch``; anything else is checked against it."""
+    if search == "auto":
+        return AUTO_SEARCH[arch]
+    check_search(search, arch)
+    return search
+
+
+def check_search(search: str, arch: str) -> None:
+    if search not in SEARCH_ARCHS:
+        raise InputError(
+            f"decode.search: {search} is for MT; ASR uses {', '.join(SEARCH_ARCHS)} or auto"
+        )
+    if arch not in SEARCH_ARCHS[search]:
+        raise InputError(
+            f"decode.search: {search} needs model.arch {' or '.join(SEARCH_ARCHS[search])}, "
+            f"but the model is {arch}"
+        )
+
+
+def transcribe(
+    model: torch.nn.Module,
+    lengths: np.ndarray,
+    load: Callable[[int], np.ndarray],
+    *,
+    search: str = "ctc_greedy",
+    beam_size: int = 5,
+    alpha: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 5,
+    nbest: int = 1,
+    ctc_weight: float = 0.3,
+    batch_frames: int = 6000,
+    device: torch.device | str = "cpu",
+) -> tuple[list[list[tuple[list[int], float]]], float]:
+    """Transcribe utterances ``0 .. len(lengths) - 1``.
+
+    :param lengths: frames per utterance
+    :param load: ``i -> float32 frames x bins`` (normalised features of utterance ``i``)
+    :param batch_frames: padded frames per batch (length-sorted, longest first)
+    :return: n-best lists ``[(token ids, score)]`` in input order (CTC searches: one
+        hypothesis; greedy scores are 0), and the decoding wall time in seconds
+    """
+    from seqpipe.common.search import beam_search, greedy_search
+    from seqpipe.models.asr import CTCEnsemble, pad_features
+    from seqpipe.models.ctc import CTCSearchScorer
+
+    search = resolve_search(search, model.arch)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out: list[list[tuple[list[int], float]]] = [[] for _ in range(len(lengths))]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for idx in decode_batches(lengths, max_tokens=batch_frames):
+            x, x_len = pad_features([load(int(i)) for i in idx], model.min_frames)
+            x = x.to(device)
+            if isinstance(model, CTCEnsemble):
+                res = _ensemble_search(model, x, x_len, search, beam_size)
+            elif search in ("ctc_greedy", "ctc_beam"):
+                _, _, hyps, scores = _ctc_search(model, x, x_len, search, beam_size)
+                res = [[(h, s)] for h, s in zip(hyps, scores, strict=True)]
+            elif search == "greedy" or (search == "beam" and beam_size == 1 and nbest == 1):
+                hyps = greedy_search(model, x, x_len, max_len_a, max_len_b)
+                res = [[(h, 0.0)] for h in hyps]
+            else:
+                scorer = CTCSearchScorer(model.ctc_head) if search == "joint" else None
+                res = beam_search(
+                    model,
+                    x,
+                    x_len,
+                    beam_size=beam_size,
+                    alpha=alpha,
+                    max_len_a=max_len_a,
+                    max_len_b=max_len_b,
+                    nbest=nbest,
+                    prefix_scorer=scorer,
+                    ctc_weight=ctc_weight if scorer is not None else 0.0,
+                )
+            for i, r in zip(idx, res, strict=True):
+                out[int(i)] = [(list(h), float(s)) for h, s in r]
+    return out, time.perf_counter() - t0
+
+
+def _ctc_search(
+    model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[float]]:
+    """One model's CTC pass: (log-probs, encoder lengths, best hypotheses, their scores;
+    greedy scores are 0)."""
+    from seqpipe.asr.ctc_search import ctc_greedy, ctc_prefix_beam_search
+
+    enc = model.encode(x, x_len)
+    lp = model.ctc_head(enc.outputs)
+    if search == "ctc_greedy":
+        hyps = ctc_greedy(lp, enc.lengths)
+        return lp, enc.lengths, hyps, [0.0] * len(hyps)
+    hyps, scores = ctc_prefix_beam_search(lp, enc.lengths, beam_size=beam_size, return_scores=True)
+    return lp, enc.lengths, hyps, scores
+
+
+def _ensemble_search(
+    model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
+) -> list[list[tuple[list[int], float]]]:
+    """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
+    candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
+    Scores are that sum."""
+    from seqpipe.asr.ctc_search import ctc_rescore
+
+    outputs = []
+    candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
+    for member in model.members:
+        lp, lengths, hyps, _ = _ctc_search(member, x, x_len, search, beam_size)
+        outputs.append((lp, lengths))
+        for cands, h in zip(candidates, hyps, strict=True):
+            if h not in cands:
+                cands.append(h)
+    best, scores = ctc_rescore(outputs, candidates)
+    return [[(h, s)] for h, s in zip(best, scores, strict=True)]
+
+
+UTTERANCE_NORMS = ("none", "mean", "meanvar", "speaker")
+
+
+def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """What a features artifact says about normalisation: (global CMVN mean/std or ``None``,
+    per-utterance normalisation ``none`` | ``mean`` | ``meanvar`` | ``speaker``) from its
+    ``cmvn.json`` and ``norm.json``."""
+    from seqpipe.asr.features import load_cmvn
+
+    feat_dir = Path(feat_dir)
+    norm = (
+        json.loads((feat_dir / "norm.json").read_text())
+        if (feat_dir / "norm.json").is_file()
+        else {}
+    )
+    cmvn = load_cmvn(feat_dir / "cmvn.json") if (feat_dir / "cmvn.json").is_file() else None
+    utterance = (
+        "speaker"
+        if norm.get("speaker_cmn") == "all"
+        else "meanvar"
+        if norm.get("utterance_cvn")
+        else "mean"
+        if norm.get("utterance_cmn")
+        else "none"
+    )
+    return cmvn, utterance
+
+
+def make_normalizer(
+    cmvn: tuple[np.ndarray, np.ndarray] | None, utterance: str = "none"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``frames x bins -> float32``: global CMVN, then per utterance (``utterance``) nothing,
+    its own mean subtracted, or its mean subtracted and its std divided out. The one
+    normalisation used by training, the decode stage and the API. ``speaker`` (speaker CMN)
+    here is ``mean``: a lone file is its own speaker; the splits of a features artifact
+    subtract their speakers' stored means instead (:func:`split_loader`)."""
+    if utterance not in UTTERANCE_NORMS:
+        raise ValueError(f"utterance normalisation {utterance!r}; use one of {UTTERANCE_NORMS}")
+
+    def normalize(f: np.ndarray) -> np.ndarray:
+        f = f.astype(np.float32, copy=False)
+        if cmvn is not None:
+            f = ((f - cmvn[0]) / cmvn[1]).astype(np.float32, copy=False)
+        if utterance != "none" and len(f):
+            f = f - f.mean(axis=0, keepdims=True)
+            if utterance == "meanvar":
+                f = (f / np.maximum(f.std(axis=0, keepdims=True), 1e-5)).astype(np.float32)
+        return f
+
+    return normalize
+
+
+def split_loader(feat_dir: Path, store: Any) -> Callable[[int], np.ndarray]:
+    """``i -> normalised features of row i`` (float32) of one split's ``store`` of the features
+    artifact ``feat_dir``: global CMVN, then its speaker's mean removed where the features
+    stage stored speaker means for the split (``features.speaker_cmn``), else the utterance
+    normalisation of :func:`read_normalization`. Training and the decode stage use it."""
+    cmvn, utterance = read_normalization(feat_dir)
+    if not store.has_speaker_means:
+        normalize = make_normalizer(cmvn, utterance)
+        return lambda i: normalize(store[i])
+    normalize = make_normalizer(cmvn, "none")
+    means = store.speaker_means()
+    return lambda i: normalize(store[i]) - means[i]

@@ -1,0 +1,80 @@
+"""Loading a trained model and decoding id sequences in length-sorted batches.
+
+Shared by the decode stage, ``seqpipe decode`` and the Python API, so all three give the same
+output for the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqpipe.errors import InputError
+
+CHECKPOINT_FILES = {
+    "best": "model_best.pt",
+    "last": "model_last.pt",
+    "averaged": "model_averaged.pt",
+}
+
+
+def load_mt_model(
+    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``model.json`` and load a checkpoint (weights_only)."""
+    from seqpipe.models.seq2seq import build_model
+
+    spec = json.loads((train_dir / "model.json").read_text())
+    path = train_dir / CHECKPOINT_FILES[checkpoint]
+    if not path.is_file():
+        if checkpoint == "averaged":
+            raise InputError(
+                f"{path}: no averaged checkpoint; train with train.average_last=K or use "
+                "decode.checkpoint=best"
+            )
+        raise InputError(f"{path}: checkpoint not found")
+    model = build_model(
+        **spec["kwargs"],
+        src_vocab_size=spec["src_vocab_size"],
+        tgt_vocab_size=spec["tgt_vocab_size"],
+    )
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    return model, spec
+
+
+QUANTIZE_CHOICES = ("none", "int8")
+
+
+def quantize_int8(model: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Dynamic int8 quantization for CPU decoding (``decode.quantize: int8``).
+
+    The weights of every ``Linear``, ``GRU`` and ``LSTM`` become int8 (per tensor); their
+    inputs are quantized on the fly with one scale per input matrix, i.e. per batch (so an
+    output can depend on the rest of its batch), and results come back in float32 (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels). Embeddings,
+    convolutions, plain RNNs and all search arithmetic stay float32. CPU only."""
+    if torch.device(device).type != "cpu":
+        raise InputError(
+            f"decode.quantize: int8 is dynamic quantization for CPU decoding; the device is "
+            f"{device} (use decode.quantize=none there)"
+        )
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as e:  # pragma: no cover - depends on the torch release
+        raise InputError(
+            "decode.quantize: int8 needs torch.ao.quantization.quantize_dynamic, which this "
+            f"torch ({torch.__version__}) lacks"
+        ) from e
+    import warnings
+
+    with warnings.catch_warnings():
+        # torch 2.9 announces that eager-mode quantization moves to torchao; the kernels used
+        # here are torch's own (fbgemm) and unchanged
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return quantize_dynamic(
+            model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM}, dtype=torch.qint8
+        )

@@ -1,0 +1,3 @@
+"""The torch-free core: recipes and their schema, the stage graph, the artifact cache."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,206 @@
+"""The artifact store: ``<workspace>/cache/<stage>/<key>/``.
+
+An artifact is a folder with the stage's files and a ``manifest.json`` that is written last.
+A stage writes into ``<key>.partial/`` and, when done, writes the manifest and renames the
+folder into place (``os.rename`` is atomic on one file system), so a folder named ``<key>``
+always holds a finished artifact: killing seqpipe at any moment leaves at most a ``.partial``
+folder, which the next run either resumes (training) or discards.
+
+A workspace lock (``cache/.lock``, ``fcntl.flock``) keeps two seqpipe processes from writing
+the same workspace at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqpipe.errors import LockedError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished artifact: its stage, key and folder."""
+
+    stage: str
+    key: str
+    path: Path
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class ArtifactStore:
+    def __init__(self, workspace: Path):
+        self.workspace = Path(workspace)
+        self.root = self.workspace / "cache"
+
+    def final_dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def partial_dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{key}.partial"
+
+    def get(self, stage: str, key: str) -> Artifact | None:
+        """The finished artifact for (stage, key), or None."""
+        path = self.final_dir(stage, key)
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            return None
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        if data.get("key") != key:
+            return None
+        return Artifact(stage, key, path)
+
+    def keys(self, stage: str) -> list[str]:
+        d = self.root / stage
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+
+    def begin(self, stage: str, key: str, keep_partial: bool) -> Path:
+        """Folder to write into. ``keep_partial``: resume an interrupted run's files."""
+        part = self.partial_dir(stage, key)
+        if part.exists() and not keep_partial:
+            shutil.rmtree(part)
+        part.mkdir(parents=True, exist_ok=True)
+        # a final folder without a valid manifest is debris from a crashed older version
+        final = self.final_dir(stage, key)
+        if final.exists() and self.get(stage, key) is None:
+            shutil.rmtree(final)
+        return part
+
+    def commit(self, stage: str, key: str, manifest: dict[str, Any]) -> Artifact:
+        """Checksum the files, write the manifest last and rename the folder into place."""
+        part = self.partial_dir(stage, key)
+        files = {}
+        for p in sorted(part.rglob("*")):
+            if p.is_file() and p.name != MANIFEST:
+                rel = p.relative_to(part).as_posix()
+                files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        manifest = dict(manifest, key=key, stage=stage, files=files)
+        write_json_atomic(part / MANIFEST, manifest)
+        final = self.final_dir(stage, key)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+        return Artifact(stage, key, final)
+
+    def size(self, path: Path) -> int:
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool = False) -> Iterator[None]:
+        """Hold the workspace lock; raise LockedError if another process has it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise LockedError(
+                    f"{self.workspace}: the workspace is in use by {holder}; wait for it to "
+                    "finish (or pass --wait to queue behind it)"
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"seqpipe pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what can change an artifact (recorded in every manifest)."""
+    from importlib import metadata
+
+    from seqpipe.core import __version__
+
+    out = {"seqpipe": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchaudio", "sentencepiece", "sacrebleu", "jiwer", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+_GIT: dict[str, str | None] = {}
+
+
+def git_commit() -> str | None:
+    """The commit of the seqpipe checkout, with ``+dirty`` if it has local changes."""
+    if "commit" in _GIT:
+        return _GIT["commit"]
+    here = Path(__file__).resolve().parent.parent
+    commit = None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            if dirty.stdout.strip():
+                commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    _GIT["commit"] = commit
+    return commit

@@ -1,0 +1,312 @@
+"""The stage graph: keys, selection, running, status.
+
+Each task declares its stages (:meth:`Recipe.stage_graph`, :class:`~seqpipe.core.stage.StageSpec`)
+with what each reads of the recipe and its upstream stages. A stage's key is
+``hash(stage name, stage version, what it reads, upstream keys)`` — all computable from the
+recipe alone, so ``status`` and a fully cached ``run`` never import torch and finish in well
+under a second. A stage's module is imported by name only when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from seqpipe.core.cache import (
+    Artifact,
+    ArtifactStore,
+    git_commit,
+    library_versions,
+    write_json_atomic,
+)
+from seqpipe.core.recipe import Recipe, dump_recipe
+from seqpipe.core.schema import hash_obj
+from seqpipe.core.stage import StageContext, StageSpec
+from seqpipe.errors import InputError, SeqpipeError, StageError
+
+log = logging.getLogger("seqpipe")
+
+
+def _section(recipe: Recipe, name: str) -> Any:
+    value: Any = recipe
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value.key_dict() if hasattr(value, "key_dict") else value
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, workspace: Path | str = ".", debug: bool = False):
+        self.recipe = recipe
+        self.workspace = Path(workspace).resolve()
+        self.store = ArtifactStore(self.workspace)
+        self.stages = recipe.stage_graph()
+        self.by_name = {s.name: s for s in self.stages}
+        self.exp_dir = self.workspace / "exp" / recipe.name
+        self.debug = debug
+        self._keys: dict[str, str] | None = None
+        self.ran: list[str] = []  # stages run by the last run()
+
+    # ---------------------------------------------------------------- keys and status
+    def key_material(self, spec: StageSpec, keys: dict[str, str]) -> dict[str, Any]:
+        material: dict[str, Any] = {
+            "stage": spec.name,
+            "version": spec.version,
+            "config": {s: _section(self.recipe, s) for s in spec.sections},
+            "inputs": {i: keys[i] for i in spec.inputs},
+        }
+        if spec.extra_key is not None:
+            material["extra"] = spec.extra_key(self.recipe)
+        return material
+
+    def keys(self) -> dict[str, str]:
+        if self._keys is None:
+            keys: dict[str, str] = {}
+            for spec in self.stages:
+                keys[spec.name] = hash_obj(self.key_material(spec, keys))
+            self._keys = keys
+        return self._keys
+
+    def state(self, name: str) -> str:
+        """done | partial | stale | missing."""
+        key = self.keys()[name]
+        if self.store.get(name, key) is not None:
+            return "done"
+        if self.store.partial_dir(name, key).exists():
+            return "partial"
+        link = self.exp_dir / name
+        if link.is_symlink() or link.exists():
+            return "stale"
+        return "missing"
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for spec in self.stages:
+            key = self.keys()[spec.name]
+            state = self.state(spec.name)
+            size = wall = None
+            if state == "done":
+                art = self.store.get(spec.name, key)
+                assert art is not None
+                m = art.manifest()
+                size = sum(f["bytes"] for f in m.get("files", {}).values())
+                wall = m.get("wall_time_s")
+            elif state == "partial":
+                size = self.store.size(self.store.partial_dir(spec.name, key))
+            rows.append(
+                {"stage": spec.name, "key": key, "state": state, "bytes": size, "wall_s": wall}
+            )
+        return rows
+
+    # ---------------------------------------------------------------- selection
+    def select(
+        self,
+        only: str | None = None,
+        start: str | None = None,
+        stop: str | None = None,
+    ) -> list[StageSpec]:
+        names = [s.name for s in self.stages]
+        for opt, value in (("--only", only), ("--from", start), ("--to", stop)):
+            if value is not None and value not in names:
+                raise InputError(f"{opt} {value}: unknown stage; stages are {', '.join(names)}")
+        if only:
+            return [self.by_name[only]]
+        i = names.index(start) if start else 0
+        j = names.index(stop) + 1 if stop else len(names)
+        if i >= j:
+            raise InputError(f"--from {start} comes after --to {stop}")
+        return self.stages[i:j]
+
+    # ---------------------------------------------------------------- running
+    def run(
+        self,
+        only: str | None = None,
+        start: str | None = None,
+        stop: str | None = None,
+        force: tuple[str, ...] = (),
+        wait: bool = False,
+    ) -> dict[str, Artifact]:
+        selected = self.select(only, start, stop)
+        for f in force:
+            if f not in self.by_name:
+                raise InputError(
+                    f"--force {f}: unknown stage; stages are {', '.join(self.by_name)}"
+                )
+        keys = self.keys()
+        todo = [
+            s for s in selected if s.name in force or self.store.get(s.name, keys[s.name]) is None
+        ]
+        done: dict[str, Artifact] = {}
+        if not todo:
+            for s in selected:
+                art = self.store.get(s.name, keys[s.name])
+                assert art is not None
+                done[s.name] = art
+            self._link_exp(done, write_log=False)
+            return done
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and rank > 0:
+            return self._run_follower(selected)
+        with self.store.lock(wait=wait):
+            self._setup_exp()
+            for spec in selected:
+                art = self.store.get(spec.name, keys[spec.name])
+                if art is not None and spec.name not in force:
+                    log.info("%-8s cached   %s", spec.name, keys[spec.name])
+                    done[spec.name] = art
+                    self._link_exp({spec.name: art})
+                    continue
+                inputs = self._inputs(spec, done)
+                done[spec.name] = self._run_stage(spec, keys[spec.name], inputs)
+                self.ran.append(spec.name)
+                self._link_exp({spec.name: done[spec.name]})
+        return done
+
+    def _inputs(self, spec: StageSpec, done: dict[str, Artifact]) -> dict[str, Artifact]:
+        keys = self.keys()
+        inputs = {}
+        for inp in spec.inputs:
+            a = done.get(inp) or self.store.get(inp, keys[inp])
+            if a is None:
+                raise InputError(
+                    f"stage {spec.name} needs the output of stage {inp}, which has not "
+                    f"run for this recipe: run `seqpipe run {self._recipe_arg()} "
+                    f"--to {inp}` first"
+                )
+            inputs[inp] = a
+        return inputs
+
+    def _run_follower(self, selected: list[StageSpec]) -> dict[str, Artifact]:
+        """A non-zero rank under torchrun: waits for rank 0's artifacts, joins the (data-
+        parallel) train stage without committing it, and stops after training."""
+        keys = self.keys()
+        done: dict[str, Artifact] = {}
+        log.setLevel(logging.WARNING)  # rank 0 reports
+        for spec in selected:
+            if spec.name == "train":
+                out = self.store.partial_dir(spec.name, keys[spec.name])
+                out.mkdir(parents=True, exist_ok=True)
+                ctx = StageContext(
+                    self.recipe,
+                    spec,
+                    keys[spec.name],
+                    out,
+                    self._inputs(spec, done),
+                    self.workspace,
+                    self.exp_dir,
+                    debug=self.debug,
+                )
+                spec.runner()(ctx)
+                return done
+            # rank 0 runs it; torchrun ends this process if rank 0 fails
+            while (art := self.store.get(spec.name, keys[spec.name])) is None:
+                time.sleep(0.5)
+            done[spec.name] = art
+        return done
+
+    def _recipe_arg(self) -> str:
+        p = self.recipe.path
+        if p is None:
+            return "RECIPE"
+        try:
+            return os.path.relpath(p)
+        except ValueError:
+            return str(p)
+
+    def _run_stage(self, spec: StageSpec, key: str, inputs: dict[str, Artifact]) -> Artifact:
+        out = self.store.begin(spec.name, key, keep_partial=spec.resumable)
+        resumed = any(out.iterdir())
+        log.info("%-8s running  %s%s", spec.name, key, " (resuming)" if resumed else "")
+        ctx = StageContext(
+            recipe=self.recipe,
+            stage=spec,
+            key=key,
+            out=out,
+            inputs=inputs,
+            workspace=self.workspace,
+            exp_dir=self.exp_dir,
+            debug=self.debug,
+        )
+        t0 = time.time()
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        try:
+            extra = spec.runner()(ctx) or {}
+        except SeqpipeError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # a bug or a library failure inside the stage
+            raise StageError(f"stage {spec.name} failed: {type(exc).__name__}: {exc}") from exc
+        wall = time.time() - t0
+        manifest = {
+            "recipe": self.recipe.name,
+            "task": self.recipe.task,
+            "config": self.key_material(spec, self.keys())["config"],
+            "inputs": {k: a.key for k, a in inputs.items()},
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+            "started": started,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_time_s": round(wall, 3),
+            **extra,
+        }
+        art = self.store.commit(spec.name, key, manifest)
+        log.info("%-8s done     %s in %.1f s", spec.name, key, wall)
+        return art
+
+    # ---------------------------------------------------------------- exp/<name>/
+    def _setup_exp(self) -> None:
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        (self.exp_dir / "recipe.yaml").write_text(dump_recipe(self.recipe), encoding="utf-8")
+        attach_log_file(self.exp_dir / "log.txt")
+
+    def _link_exp(self, arts: dict[str, Artifact], write_log: bool = True) -> None:
+        if not self.exp_dir.exists():
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "recipe.yaml").write_text(dump_recipe(self.recipe), encoding="utf-8")
+        for name, art in arts.items():
+            link = self.exp_dir / name
+            target = os.path.relpath(art.path, self.exp_dir)
+            if link.is_symlink() and os.readlink(link) == target:
+                continue
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+            elif link.is_dir():
+                shutil.rmtree(link)
+            tmp = self.exp_dir / f".{name}.lnk{os.getpid()}"
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        if "score" in arts:
+            results = arts["score"].path / "scores.json"
+            if results.is_file():
+                shutil.copyfile(results, self.exp_dir / "scores.json")
+        write_json_atomic(
+            self.exp_dir / "keys.json", {k: a.key for k, a in arts.items()} | self._old_keys(arts)
+        )
+
+    def _old_keys(self, arts: dict[str, Artifact]) -> dict[str, str]:
+        import json
+
+        p = self.exp_dir / "keys.json"
+        try:
+            old = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in old.items() if k not in arts}
+
+
+_LOG_FILES: set[Path] = set()
+
+
+def attach_log_file(path: Path) -> None:
+    """Append (never truncate) seqpipe's log to ``path``."""
+    path = path.resolve()
+    if path in _LOG_FILES:
+        return
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("seqpipe").addHandler(handler)
+    _LOG_FILES.add(path)

@@ -1,0 +1,302 @@
+"""Recipes: YAML files validated once into typed objects, one schema per task.
+
+A recipe is an MT recipe (:class:`seqpipe.mt.config.MTRecipe`) or an ASR recipe
+(:class:`seqpipe.asr.config.ASRRecipe`), chosen by its ``task`` key; each task's module declares
+its sections and its stage graph, over the shared sections defined here. Loading does, in order:
+
+1. ``yaml.safe_load`` of the file (a syntax error names the file and line),
+2. command-line overrides ``a.b=c`` (values parsed as YAML scalars, unknown keys rejected),
+3. pydantic validation with ``extra="forbid"`` — errors name the key path, the file, the line
+   and, for unknown keys, the closest known key (``train.lerning_rate: unknown key; did you
+   mean lr?``) or the task the key belongs to (``train.spec_augment: an ASR key; this recipe's
+   task is mt``).
+
+The rules of fields and cache keys are in :mod:`seqpipe.core.schema`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from seqpipe.core.schema import (
+    Section,
+    check_override_key,
+    fields_of,
+    format_errors,
+    line_map,
+    newkey,
+    nokey,
+    parse_override,
+    set_override,
+)
+from seqpipe.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from seqpipe.core.stage import StageSpec
+
+TASKS = {"mt": "MT", "asr": "ASR"}  # task -> its name in messages; seqpipe.<task>.config
+
+
+# --------------------------------------------------------------------------------------------
+# sections both tasks have (each task's config module extends them)
+
+
+class DataConfig(Section):
+    dataset: str = Field("", description="registry name, or a local kind")
+    splits: dict[str, str] = Field(
+        default_factory=lambda: {"train": "train", "valid": "val", "test": "test_2016_flickr"},
+        description="our split name -> the dataset's split name",
+    )
+    valid_fraction: float = Field(
+        0.01,
+        ge=0,
+        lt=0.5,
+        description="share of the data held out as valid when the dataset has no valid split "
+        "(seeded)",
+    )
+    test_fraction: float = Field(
+        0.01, ge=0, lt=0.5, description="share held out as test when the data is one pool"
+    )
+
+
+class TokenizeConfig(Section):
+    model_type: Literal["unigram", "bpe", "char"] = "unigram"
+    vocab_size: int = Field(8000, ge=8)
+    character_coverage: float = Field(1.0, gt=0, le=1)
+    max_sentencepiece_sentences: int = Field(
+        2_000_000, ge=1, description="input_sentence_size for SentencePiece training"
+    )
+    threads: int = nokey(2, "SentencePiece trainer threads")
+
+
+class ModelConfig(Section):
+    """The recurrent encoder-decoder with attention (MT; the decoder of ASR's attention archs)."""
+
+    cell: Literal["gru", "lstm", "rnn_tanh", "rnn_relu"] = "gru"
+    emb_size: int = Field(256, ge=1)
+    hidden_size: int = Field(256, ge=1, description="per direction in the encoder")
+    enc_layers: int = Field(1, ge=1)
+    dec_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    attention: Literal["bahdanau", "luong", "location"] = "bahdanau"
+    luong_score: Literal["general", "dot"] = "general"
+    attention_query: Literal["auto", "previous", "current"] = Field(
+        "auto",
+        description="previous: the previous state queries, the context feeds the RNN "
+        "(Bahdanau); current: the RNN's new state queries (Luong, Joey NMT); auto: previous "
+        "for bahdanau/location, current for luong",
+    )
+    input_feeding: bool = True
+    bridge: bool = True
+    dropout: float = Field(0.3, ge=0, lt=1)
+    tied_embeddings: bool = False
+
+
+class TrainConfig(Section):
+    device: str = nokey("auto", "auto | cpu | cuda | cuda:N")
+    threads: int = nokey(2, "torch.set_num_threads on CPU")
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    max_tokens: int = Field(4000, ge=1, description="real source+target tokens per batch")
+    max_sentences: int = Field(512, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["constant", "plateau", "inverse_sqrt", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    clip_grad_norm: float = Field(1.0, ge=0, description="0 = off")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    max_epochs: int = Field(30, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop after this much training time (checkpointed, resumable)"
+    )
+    valid_every: int = Field(500, ge=1, description="validate every N updates (and per epoch)")
+    valid_metric: str = "loss"  # each task narrows it
+    valid_max_sentences: int | None = Field(None, ge=1)
+    patience: int = Field(8, ge=0, description="early stopping: validations without improvement")
+    keep_best: int = Field(3, ge=1)
+    average_last: int = Field(0, ge=0, description="average the k best checkpoints at the end")
+    max_nan_batches: int = Field(20, ge=0)
+    sortagrad: int = Field(
+        0, ge=0, description="curriculum: the first N epochs take their batches shortest first"
+    )
+    seed: int | None = newkey(
+        None,
+        "seed of initialisation, batch order and SpecAugment (null: the recipe's seed); "
+        "another value trains another model on the same data (e.g. ensemble members)",
+    )
+    log_every: int = nokey(50, "log a line every N updates")
+    progress: bool = nokey(True, "show a progress bar")
+
+
+class DecodeConfig(Section):
+    search: str = "beam"  # each task narrows it
+    beam_size: int = Field(5, ge=1)
+    alpha: float = Field(1.0, ge=0, description="GNMT length penalty")
+    max_len_a: float = Field(1.5, ge=0)
+    max_len_b: int = Field(5, ge=0)
+    nbest: int = Field(1, ge=1)
+    checkpoint: Literal["best", "last", "averaged"] = "best"
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="CPU decoding: int8 dynamic quantization of the Linear/GRU/LSTM weights",
+    )
+    batch_tokens: int = nokey(6000, "source tokens (ASR: feature frames) per decoding batch")
+    splits: list[str] = Field(default_factory=lambda: ["test"])
+    device: str = nokey("auto")
+    threads: int = nokey(2)
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe
+
+
+class Recipe(Section):
+    """What both tasks' recipes have; :func:`load_recipe` returns a task's subclass."""
+
+    name: str = Field("", description="experiment name (default: the recipe file's stem)")
+    task: str = "mt"
+    seed: int = 1234
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    decode: DecodeConfig
+
+    def train_seed(self) -> int:
+        """``train.seed``, or the recipe's seed when it is not set."""
+        return self.seed if self.train.seed is None else self.train.seed
+
+    def stage_graph(self) -> list[StageSpec]:
+        """The stages of this recipe, in order (each task defines its own)."""
+        raise NotImplementedError
+
+    # where the recipe came from (not part of the schema)
+    _path: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+
+def recipe_class(task: str) -> type[Recipe]:
+    """The recipe schema of ``task`` (``seqpipe.<task>.config.RECIPE``)."""
+    return importlib.import_module(f"seqpipe.{task}.config").RECIPE
+
+
+def _other_task_hint(task: str):
+    """For an unknown key path: say so when another task's recipe has it."""
+
+    def hint(parts: tuple[str, ...]) -> str | None:
+        for other, label in TASKS.items():
+            if other != task and parts[-1] in fields_of(recipe_class(other), parts[:-1]):
+                return f"an {label} key; this recipe's task is {task}"
+        return None
+
+    return hint
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _read_yaml(path: Path) -> tuple[str, dict[str, Any]]:
+    if not path.is_file():
+        raise InputError(f"{path}: recipe file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{where}: invalid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(
+            f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}"
+        )
+    return text, raw
+
+
+def _task_of(raw: dict[str, Any], overrides: list[tuple[str, list[str], Any]], where: str) -> str:
+    task = raw.get("task", "mt")
+    for _, parts, value in overrides:
+        if parts == ["task"]:
+            task = value
+    if task not in TASKS:
+        raise InputError(f"{where}: task: {task!r} is not a task; use {' or '.join(TASKS)}")
+    return task
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], task: str | None = None) -> str:
+    """Apply ``a.b=c`` overrides to the raw recipe dict (keys checked against the task's
+    schema); returns the task."""
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    task = task or _task_of(raw, parsed, "recipe")
+    schema, hint = recipe_class(task), _other_task_hint(task)
+    for text, parts, value in parsed:
+        check_override_key(schema, text, parts, hint)
+        set_override(raw, text, parts, value)
+    return task
+
+
+def validate_recipe(raw: dict[str, Any], source: str, text: str = "") -> Recipe:
+    """Validate a raw recipe dict against its task's schema (InputError with one line)."""
+    lines = line_map(text)
+    task = raw.get("task", "mt")
+    if task not in TASKS:
+        where = f"{source}:{lines[('task',)]}" if ("task",) in lines else source
+        raise InputError(f"{where}: task: {task!r} is not a task; use {' or '.join(TASKS)}")
+    schema = recipe_class(task)
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(
+            format_errors(exc, source, lines, schema, _other_task_hint(task))
+        ) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe. Raises InputError with one readable line."""
+    path = Path(path)
+    text, raw = _read_yaml(path)
+    parsed = [(o, *parse_override(o)) for o in overrides or []]
+    task = _task_of(raw, parsed, str(path))
+    apply_overrides(raw, list(overrides or []), task)
+    recipe = validate_recipe(raw, str(path), text)
+    if not recipe.name:
+        recipe.name = path.stem
+    recipe._path = path.resolve()
+    _resolve_local_paths(recipe, path.resolve().parent)
+    return recipe
+
+
+def _resolve_local_paths(recipe: Recipe, base: Path) -> None:
+    """Relative data paths in a recipe are relative to the recipe's folder."""
+
+    def resolve(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    for split in (getattr(recipe.data, "local", None) or {}).values():
+        split.src, split.tgt = resolve(split.src), resolve(split.tgt)
+    if getattr(recipe.data, "path", None):
+        recipe.data.path = resolve(recipe.data.path)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (what ``seqpipe config`` prints)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,127 @@
+"""The MT recipe: its sections and its stages.
+
+``prepare → tokenize → train → decode → score``; each stage's key hashes what it reads (its
+sections, the keys named below) and its upstream keys. Torch-free: ``seqpipe status`` and
+``seqpipe config`` load it without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from seqpipe.core.recipe import (
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    Recipe,
+    TokenizeConfig,
+    TrainConfig,
+)
+from seqpipe.core.schema import Section
+from seqpipe.core.stage import StageSpec
+from seqpipe.data.registry import data_fingerprint
+
+SEARCHES = ("beam", "greedy")  # what an MT model decodes with
+METRICS = ("bleu", "chrf")
+
+
+class LocalSplit(Section):
+    src: str = Field(description="path of the source-side text file (one sentence a line)")
+    tgt: str = Field(description="path of the target-side text file")
+
+
+class MTDataConfig(DataConfig):
+    dataset: str = Field(
+        "multi30k",
+        description="registry name (multi30k, tatoeba_deu_eng, tatoeba_fra_eng) or 'local'",
+    )
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    local: dict[str, LocalSplit] | None = Field(
+        None, description="dataset: local — split name -> {src, tgt} file paths"
+    )
+    max_words: int = Field(80, ge=1, description="drop training pairs with more words on a side")
+    max_length_ratio: float = Field(
+        3.0, gt=0, description="drop training pairs whose word-count ratio exceeds this"
+    )
+    max_train_lines: int | None = Field(
+        None, ge=1, description="keep only the first N training pairs (quick runs, tests)"
+    )
+    max_eval_lines: int | None = Field(
+        None, ge=1, description="keep only the first N valid/test pairs (quick runs, tests)"
+    )
+
+    @model_validator(mode="after")
+    def _local(self) -> MTDataConfig:
+        if self.dataset == "local" and not self.local:
+            raise ValueError("data.local: required when data.dataset is 'local'")
+        return self
+
+
+class MTTokenizeConfig(TokenizeConfig):
+    joint: bool = Field(True, description="one vocabulary for source and target")
+    bpe_dropout: float = Field(
+        0.0, ge=0, lt=1, description="subword sampling alpha at training time (0 = off)"
+    )
+
+
+class MTTrainConfig(TrainConfig):
+    valid_metric: Literal["bleu", "loss"] = "bleu"
+
+
+class MTDecodeConfig(DecodeConfig):
+    search: Literal["beam", "greedy"] = "beam"
+    shortlist: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="lexical shortlist: target candidates per source piece (0 = off)",
+    )
+    shortlist_frequent: int = Field(
+        300, ge=0, description="most frequent target pieces always in the shortlist"
+    )
+
+
+class MTScoreConfig(Section):
+    metrics: list[Literal["bleu", "chrf"]] = Field(default_factory=lambda: ["bleu", "chrf"])
+    bleu_tokenize: str = "13a"
+    lowercase: bool = False
+
+
+def _prepare_extra(recipe: Any) -> Any:
+    return data_fingerprint(recipe)
+
+
+class MTRecipe(Recipe):
+    task: Literal["mt"] = "mt"
+    data: MTDataConfig = Field(default_factory=MTDataConfig)
+    tokenize: MTTokenizeConfig = Field(default_factory=MTTokenizeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: MTTrainConfig = Field(default_factory=MTTrainConfig)
+    decode: MTDecodeConfig = Field(default_factory=MTDecodeConfig)
+    score: MTScoreConfig = Field(default_factory=MTScoreConfig)
+
+    def stage_graph(self) -> list[StageSpec]:
+        m = "seqpipe.mt.stages."
+        return [
+            StageSpec(
+                "prepare", 2, m + "prepare", ("task", "seed", "data"), (), extra_key=_prepare_extra
+            ),
+            StageSpec("tokenize", 2, m + "tokenize", ("task", "seed", "tokenize"), ("prepare",)),
+            StageSpec(
+                "train",
+                2,
+                m + "train",
+                # validation decodes greedily with decode's length limits
+                ("task", "seed", "model", "train", "decode.max_len_a", "decode.max_len_b"),
+                ("prepare", "tokenize"),
+                resumable=True,
+            ),
+            StageSpec("decode", 3, m + "decode", ("task", "decode"), ("tokenize", "train")),
+            StageSpec("score", 2, m + "score", ("task", "score"), ("prepare", "decode")),
+        ]
+
+
+RECIPE = MTRecipe

@@ -1,1 +1,0 @@
-"""One module per stage: ``run(ctx: StageContext) -> dict`` (extra manifest fields)."""

@@ -1,0 +1,222 @@
+"""``seqpipe sweep``: run variants of a recipe through the same cache, then rank them.
+
+Grid search: every combination of the ``--grid KEY=V1,V2,...`` values. Random search
+(``--random N``): N draws where ``KEY=A:B`` is a range (integers: uniform; positive floats:
+log-uniform; other floats: uniform) and ``KEY=V1,V2`` a choice; ``--seed`` fixes the draws.
+
+Each variant is the base recipe plus its overrides and ``name=<recipe name>-<6 hex of a hash of
+its overrides>``, so it gets its own ``exp/`` folder while stages whose keys do not change
+(prepare and tokenize when only ``train.*`` varies; train when only ``decode.*`` varies) are run
+once and shared through the cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqpipe.errors import InputError, SeqpipeError
+
+
+@dataclass
+class Variant:
+    name: str
+    overrides: dict[str, str]  # key -> value as typed (YAML scalar text)
+    score_key: str | None = None
+    error: str | None = None
+    ran: list[str] = field(default_factory=list)
+
+    def override_args(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.overrides.items()]
+
+    def label(self) -> str:
+        return " ".join(self.override_args())
+
+
+def _split_values(text: str) -> list[str]:
+    """``a,b,[c,d]`` -> ``["a", "b", "[c,d]"]`` (commas inside brackets/quotes stay)."""
+    out, depth, cur, quote = [], 0, "", ""
+    for ch in text:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur.strip())
+    return out
+
+
+def parse_grid(specs: list[str]) -> list[tuple[str, str]]:
+    """``KEY=VALUES`` -> (key, values text); a key given twice is an error."""
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        key, eq, values = spec.partition("=")
+        key = key.strip()
+        if not eq or not key or not values.strip():
+            raise InputError(f"--grid {spec}: expected KEY=V1,V2,... (or KEY=A:B with --random)")
+        if key == "name":
+            raise InputError("--grid name=...: sweep variants are named automatically")
+        if any(k == key for k, _ in out):
+            raise InputError(f"--grid {key}: given twice")
+        out.append((key, values.strip()))
+    return out
+
+
+def _is_range(values: str) -> bool:
+    if values.count(":") != 1 or "," in values:
+        return False
+    a, b = values.split(":")
+    try:
+        float(a)
+        float(b)
+    except ValueError:
+        return False
+    return True
+
+
+def _fmt_number(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _draw(values: str, rng: random.Random) -> str:
+    if _is_range(values):
+        a_s, b_s = values.split(":")
+        if _int_like(a_s) and _int_like(b_s):
+            lo, hi = sorted((int(a_s), int(b_s)))
+            return str(rng.randint(lo, hi))
+        lo, hi = sorted((float(a_s), float(b_s)))
+        if lo > 0:
+            return _fmt_number(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        return _fmt_number(rng.uniform(lo, hi))
+    return rng.choice(_split_values(values))
+
+
+def _int_like(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def variant_name(base: str, overrides: dict[str, str]) -> str:
+    from seqpipe.core.recipe import hash_obj
+
+    return f"{base}-{hash_obj(sorted(overrides.items()), n=6)}"
+
+
+def make_variants(
+    base_name: str, grid: list[tuple[str, str]], random_n: int | None = None, seed: int = 0
+) -> list[Variant]:
+    """The sweep's variants, in order (duplicates from random draws are dropped)."""
+    if not grid:
+        raise InputError("sweep: give at least one --grid KEY=V1,V2,...")
+    combos: list[dict[str, str]] = []
+    if random_n is None:
+        for key, values in grid:
+            if _is_range(values):
+                raise InputError(f"--grid {key}={values}: a range needs --random N")
+        lists = [[(k, v) for v in _split_values(values)] for k, values in grid]
+        combos = [dict(c) for c in itertools.product(*lists)]
+    else:
+        if random_n < 1:
+            raise InputError(f"--random {random_n}: must be at least 1")
+        rng = random.Random(seed)
+        for _ in range(random_n):
+            combos.append({k: _draw(values, rng) for k, values in grid})
+    out, seen = [], set()
+    for c in combos:
+        name = variant_name(base_name, c)
+        if name in seen:
+            continue
+        seen.add(name)
+        out.append(Variant(name, c))
+    return out
+
+
+def plan(
+    recipe: str | Path,
+    base_overrides: list[str],
+    grid_specs: list[str],
+    random_n: int | None = None,
+    seed: int = 0,
+) -> list[Variant]:
+    """Variants of ``recipe``, each checked by loading its recipe (bad keys fail here, before
+    anything runs)."""
+    from seqpipe.core.recipe import load_recipe
+
+    base_name = load_recipe(recipe, base_overrides).name
+    grid = parse_grid(grid_specs)
+    variants = make_variants(base_name, grid, random_n, seed)
+    for v in variants:
+        load_recipe(recipe, [*base_overrides, *v.override_args(), f"name={v.name}"])
+    return variants
+
+
+def run_sweep(
+    recipe: str | Path,
+    base_overrides: list[str],
+    variants: list[Variant],
+    workspace: Path | str = ".",
+    *,
+    wait: bool = False,
+    debug: bool = False,
+    log: Any = None,
+) -> list[Variant]:
+    """Run every variant's stages (cached ones are skipped). A variant whose stage fails is
+    recorded (``variant.error``) and the sweep goes on."""
+    from seqpipe.core.pipeline import Pipeline
+    from seqpipe.core.recipe import load_recipe
+
+    for i, v in enumerate(variants, 1):
+        r = load_recipe(recipe, [*base_overrides, *v.override_args(), f"name={v.name}"])
+        pipe = Pipeline(r, workspace, debug=debug)
+        if log is not None:
+            log(f"[{i}/{len(variants)}] {v.name}: {v.label()}")
+        try:
+            done = pipe.run(wait=wait)
+        except InputError:
+            raise
+        except SeqpipeError as exc:
+            if debug:
+                raise
+            v.error = str(exc)
+            if log is not None:
+                log(f"[{i}/{len(variants)}] {v.name} failed: {exc}")
+            continue
+        v.ran = list(pipe.ran)
+        if "score" in done:
+            v.score_key = done["score"].key
+    return variants
+
+
+def leaderboard_rows(variants: list[Variant], workspace: Path | str) -> list[dict[str, Any]]:
+    """Leaderboard rows of the sweep's runs, with their overrides and names."""
+    from seqpipe.tools.leaderboard import collect
+
+    by_key: dict[str, list[Variant]] = {}
+    for v in variants:
+        if v.score_key:
+            by_key.setdefault(v.score_key, []).append(v)
+    if not by_key:
+        return []
+    rows = []
+    for row in collect([workspace], score_keys=by_key):
+        for v in by_key.get(row["score_key"], []):
+            rows.append(dict(row, run=v.name, overrides=v.label()))
+    return rows
