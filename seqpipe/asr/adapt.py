@@ -38,6 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seqpipe.asr.task import asr_loss, make_asr_batch, trainable
+from seqpipe.asr.transcribe import transcribe
+from seqpipe.common.settings import DecodeSettings
+from seqpipe.models.asr import CTCEnsemble
+
 ADAPT_BATCH = 16  # utterances per update
 ADAPT_TARGETS = ("agreed", "all")
 
@@ -59,8 +64,6 @@ class InputTransform(nn.Module):
 
 def model_members(model: nn.Module) -> list[nn.Module]:
     """The models that take a transform: an ensemble's members, or the model itself."""
-    from seqpipe.models.asr import CTCEnsemble
-
     return list(model.members) if isinstance(model, CTCEnsemble) else [model]
 
 
@@ -81,8 +84,6 @@ def train_transform(
 
     :return: the transform and the mean loss per target token of each epoch
     """
-    from seqpipe.asr.task import asr_loss, make_asr_batch, trainable
-
     arch = model.arch
     tgts = [np.asarray(t, dtype=np.int64) for t in targets]
     usable = np.nonzero(trainable(model, arch, np.array([len(f) for f in feats]), tgts))[0]
@@ -139,99 +140,57 @@ def adapt_and_transcribe(
     targets: str = "agreed",
     seed: int = 0,
     loss_ctc_weight: float = 0.3,
+    settings: DecodeSettings | None = None,
     device: torch.device | str = "cpu",
     log: Any = None,
-    **search: Any,
 ) -> dict[str, Any]:
     """First pass, then ``rounds`` of per-speaker adaptation and decoding (module docstring).
 
-    :param lengths, load: as for :func:`seqpipe.asr_inference.transcribe`
+    :param lengths, load: as for :func:`seqpipe.asr.transcribe.transcribe`
     :param speakers: one speaker id per utterance ("" = its own speaker)
     :param targets: ``agreed``: an ensemble trains on the utterances where every member's own
         hypothesis equals the ensemble's (a single model: all); ``all``: every utterance
     :param loss_ctc_weight: the training loss's CTC weight (arch ctc_attention)
-    :param search: :func:`~seqpipe.asr_inference.transcribe` keyword arguments
+    :param settings: how every pass decodes (default: CTC greedy)
     :return: ``nbest`` (final), ``first_pass`` (n-best lists), ``first_pass_seconds``,
         ``adapt_seconds`` (adaptation and the later passes), ``speakers`` (count),
         ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
         (``{speaker: [per member: [per round: epoch losses]]}``)
     """
-    from seqpipe.asr.transcribe import transcribe
-
     if targets not in ADAPT_TARGETS:
         raise ValueError(f"adapt targets {targets!r}; use one of {ADAPT_TARGETS}")
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(speakers) != len(lengths):
         raise ValueError(f"{len(speakers)} speaker ids for {len(lengths)} utterances")
-    first, first_secs = transcribe(model, lengths, load, device=device, **search)
+    s = settings or DecodeSettings(search="ctc_greedy")
+    first, first_secs = transcribe(model, lengths, load, s, device=device)
     t0 = time.perf_counter()
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
-    members = model_members(model)
-    workers = max(1, min(len(members), (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)))
-    agree = targets == "agreed" and len(members) > 1
+    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device)
     # each member's own hypotheses of the last pass (agreed: they choose the targets)
-    own = (
-        [transcribe(m, lengths, load, device=device, **search)[0] for m in members] if agree else []
-    )
-    losses: dict[str, list[list[list[float]]]] = {s: [[] for _ in members] for s in groups}
-    trained: dict[str, list[int]] = {s: [] for s in groups}
+    agree = targets == "agreed" and len(run.members) > 1
+    own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
+    losses: dict[str, list[list[list[float]]]] = {k: [[] for _ in run.members] for k in groups}
+    trained: dict[str, list[int]] = {k: [] for k in groups}
     current = first
     for rnd in range(rounds):
         nxt: list[Any] = [None] * len(lengths)
         own_next: list[list[Any]] = [[None] * len(lengths) for _ in own]
         for g, (spk, idx) in enumerate(groups.items()):
             feats = [load(i) for i in idx]
-            tgts = []
-            for i in idx:
-                hyp = _best(current[i])
-                tgts.append([] if any(_best(o[i]) != hyp for o in own) else hyp)
+            tgts = [_target(current[i], [o[i] for o in own]) for i in idx]
             trained[spk].append(sum(1 for t in tgts if t))
-
-            try:
-                # members train side by side (threads: torch releases the GIL in its kernels;
-                # each member's result is the same as alone)
-                jobs = [
-                    dict(
-                        model=member,
-                        feats=feats,
-                        targets=tgts,
-                        epochs=epochs,
-                        lr=lr,
-                        seed=[seed, rnd, g, k],
-                        ctc_weight=loss_ctc_weight,
-                        device=device,
-                    )
-                    for k, member in enumerate(members)
-                ]
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    fitted = pool.map(lambda job: train_transform(**job)[1], jobs)
-                    for k, ep_losses in enumerate(fitted):
-                        losses[spk][k].append(ep_losses)
-                nb, _ = transcribe(model, lengths[idx], feats.__getitem__, device=device, **search)
-                for k in range(len(own)):
-                    mine, _ = transcribe(
-                        members[k], lengths[idx], feats.__getitem__, device=device, **search
-                    )
-                    for j, i in enumerate(idx):
-                        own_next[k][i] = mine[j]
-            finally:
-                for member in members:
-                    member.input_transform = None
+            nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [seed, rnd, g], len(own))
+            for k, ep_losses in enumerate(fitted):
+                losses[spk][k].append(ep_losses)
             for j, i in enumerate(idx):
                 nxt[i] = nb[j]
+                for k in range(len(own)):
+                    own_next[k][i] = mine[k][j]
             if log is not None:
-                last = [m[-1] for m in losses[spk] if m and m[-1]]
-                log.info(
-                    "adapt    %s: %d utterances (%d trained on), round %d/%d, loss per token %s",
-                    spk,
-                    len(idx),
-                    trained[spk][-1],
-                    rnd + 1,
-                    rounds,
-                    ", ".join(f"{m[0]:.3f} -> {m[-1]:.3f}" for m in last) or "(no targets)",
-                )
+                _log_speaker(log, spk, len(idx), trained[spk][-1], rnd, rounds, losses[spk])
         current, own = nxt, own_next
     return {
         "nbest": current,
@@ -242,6 +201,78 @@ def adapt_and_transcribe(
         "trained": trained,
         "losses": losses,
     }
+
+
+class _Adaptation:
+    """Adapting a model's (or each ensemble member's) input transform to one speaker at a
+    time and decoding that speaker through it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: DecodeSettings,
+        epochs: int,
+        lr: float,
+        seed: int,
+        ctc_weight: float,
+        device: torch.device | str,
+    ) -> None:
+        self.model, self.settings, self.device = model, settings, device
+        self.train_kw = dict(epochs=epochs, lr=lr, ctc_weight=ctc_weight, device=device)
+        self.members = model_members(model)
+        cores = (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)
+        self.workers = max(1, min(len(self.members), cores))
+
+    def speaker(
+        self,
+        feats: list[np.ndarray],
+        tgts: list[list[int]],
+        lengths: np.ndarray,
+        seed: list[int],
+        n_own: int,
+    ) -> tuple[list[Any], list[list[Any]], list[list[float]]]:
+        """Train each member's transform on ``tgts``, then decode ``feats`` through them:
+        (the model's n-best lists, the first ``n_own`` members' own, each member's losses)."""
+        try:
+            # members train side by side (threads: torch releases the GIL in its kernels;
+            # each member's result is the same as alone)
+            jobs = [
+                dict(model=m, feats=feats, targets=tgts, seed=seed + [k], **self.train_kw)
+                for k, m in enumerate(self.members)
+            ]
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                fitted = list(pool.map(lambda job: train_transform(**job)[1], jobs))
+            s, dev = self.settings, self.device
+            nb, _ = transcribe(self.model, lengths, feats.__getitem__, s, device=dev)
+            mine = [
+                transcribe(m, lengths, feats.__getitem__, s, device=dev)[0]
+                for m in self.members[:n_own]
+            ]
+        finally:
+            for member in self.members:
+                member.input_transform = None
+        return nb, mine, fitted
+
+
+def _target(nbest: list[tuple[list[int], float]], own: list[Any]) -> list[int]:
+    """The first pass's transcript, or nothing when a member's own hypothesis differs."""
+    hyp = _best(nbest)
+    return [] if any(_best(o) != hyp for o in own) else hyp
+
+
+def _log_speaker(
+    log: Any, spk: str, n: int, trained: int, rnd: int, rounds: int, losses: list[list[Any]]
+) -> None:
+    last = [m[-1] for m in losses if m and m[-1]]
+    log.info(
+        "adapt    %s: %d utterances (%d trained on), round %d/%d, loss per token %s",
+        spk,
+        n,
+        trained,
+        rnd + 1,
+        rounds,
+        ", ".join(f"{m[0]:.3f} -> {m[-1]:.3f}" for m in last) or "(no targets)",
+    )
 
 
 def _best(nbest: list[tuple[list[int], float]]) -> list[int]:

@@ -25,123 +25,71 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqpipe.asr.ctc_search import ctc_greedy, ctc_prefix_beam_search, ctc_rescore
+from seqpipe.asr.features import load_cmvn
 from seqpipe.common.batching import decode_batches
-from seqpipe.common.checkpoint import CHECKPOINT_FILES
-from seqpipe.errors import InputError
-
-SEARCH_ARCHS = {
-    "ctc_greedy": ("ctc", "ctc_attention"),
-    "ctc_beam": ("ctc", "ctc_attention"),
-    "greedy": ("attention", "ctc_attention"),
-    "beam": ("attention", "ctc_attention"),
-    "joint": ("ctc_attention",),
-}
-
-
-def load_asr_model(
-    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from ``model.json`` and load a checkpoint (weights only)."""
-    from seqpipe.models.asr import build_asr_model
-
-    spec = json.loads((Path(train_dir) / "model.json").read_text())
-    path = Path(train_dir) / CHECKPOINT_FILES[checkpoint]
-    if not path.is_file():
-        if checkpoint == "averaged":
-            raise InputError(
-                f"{path}: no averaged checkpoint; train with train.average_last=K or use "
-                "decode.checkpoint=best"
-            )
-        raise InputError(f"{path}: checkpoint not found")
-    model = build_asr_model(spec)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    model.to(device).eval()
-    return model, spec
-
-
-AUTO_SEARCH = {"ctc": "ctc_greedy", "attention": "beam", "ctc_attention": "joint"}
-
-
-def resolve_search(search: str, arch: str) -> str:
-    """``auto`` -> the search for ``arch``; anything else is checked against it."""
-    if search == "auto":
-        return AUTO_SEARCH[arch]
-    check_search(search, arch)
-    return search
-
-
-def check_search(search: str, arch: str) -> None:
-    if search not in SEARCH_ARCHS:
-        raise InputError(
-            f"decode.search: {search} is for MT; ASR uses {', '.join(SEARCH_ARCHS)} or auto"
-        )
-    if arch not in SEARCH_ARCHS[search]:
-        raise InputError(
-            f"decode.search: {search} needs model.arch {' or '.join(SEARCH_ARCHS[search])}, "
-            f"but the model is {arch}"
-        )
-
+from seqpipe.common.search import beam_search, greedy_search
+from seqpipe.common.settings import DecodeSettings
+from seqpipe.models.asr import CTCEnsemble, pad_features
+from seqpipe.models.ctc import CTCSearchScorer
 
 def transcribe(
     model: torch.nn.Module,
     lengths: np.ndarray,
     load: Callable[[int], np.ndarray],
+    settings: DecodeSettings | None = None,
     *,
-    search: str = "ctc_greedy",
-    beam_size: int = 5,
-    alpha: float = 1.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 5,
-    nbest: int = 1,
-    ctc_weight: float = 0.3,
-    batch_frames: int = 6000,
     device: torch.device | str = "cpu",
+    **overrides: Any,
 ) -> tuple[list[list[tuple[list[int], float]]], float]:
     """Transcribe utterances ``0 .. len(lengths) - 1``.
 
     :param lengths: frames per utterance
     :param load: ``i -> float32 frames x bins`` (normalised features of utterance ``i``)
-    :param batch_frames: padded frames per batch (length-sorted, longest first)
+    :param settings: how to decode (default: CTC greedy); ``auto`` resolves by the model's
+        arch; ``settings.batch_tokens`` padded frames per batch (length-sorted, longest first)
+    :param overrides: settings to change (:meth:`DecodeSettings.override`)
     :return: n-best lists ``[(token ids, score)]`` in input order (CTC searches: one
         hypothesis; greedy scores are 0), and the decoding wall time in seconds
     """
-    from seqpipe.common.search import beam_search, greedy_search
-    from seqpipe.models.asr import CTCEnsemble, pad_features
-    from seqpipe.models.ctc import CTCSearchScorer
-
-    search = resolve_search(search, model.arch)
+    s = (settings or DecodeSettings(search="ctc_greedy")).override(**overrides)
+    s = s.resolve("asr", model.arch)
     lengths = np.asarray(lengths, dtype=np.int64)
     out: list[list[tuple[list[int], float]]] = [[] for _ in range(len(lengths))]
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for idx in decode_batches(lengths, max_tokens=batch_frames):
+        for idx in decode_batches(lengths, max_tokens=s.batch_tokens):
             x, x_len = pad_features([load(int(i)) for i in idx], model.min_frames)
-            x = x.to(device)
-            if isinstance(model, CTCEnsemble):
-                res = _ensemble_search(model, x, x_len, search, beam_size)
-            elif search in ("ctc_greedy", "ctc_beam"):
-                _, _, hyps, scores = _ctc_search(model, x, x_len, search, beam_size)
-                res = [[(h, s)] for h, s in zip(hyps, scores, strict=True)]
-            elif search == "greedy" or (search == "beam" and beam_size == 1 and nbest == 1):
-                hyps = greedy_search(model, x, x_len, max_len_a, max_len_b)
-                res = [[(h, 0.0)] for h in hyps]
-            else:
-                scorer = CTCSearchScorer(model.ctc_head) if search == "joint" else None
-                res = beam_search(
-                    model,
-                    x,
-                    x_len,
-                    beam_size=beam_size,
-                    alpha=alpha,
-                    max_len_a=max_len_a,
-                    max_len_b=max_len_b,
-                    nbest=nbest,
-                    prefix_scorer=scorer,
-                    ctc_weight=ctc_weight if scorer is not None else 0.0,
-                )
+            res = _search_batch(model, x.to(device), x_len, s)
             for i, r in zip(idx, res, strict=True):
-                out[int(i)] = [(list(h), float(s)) for h, s in r]
+                out[int(i)] = [(list(h), float(sc)) for h, sc in r]
     return out, time.perf_counter() - t0
+
+
+def _search_batch(
+    model: Any, x: torch.Tensor, x_len: torch.Tensor, s: DecodeSettings
+) -> list[list[tuple[list[int], float]]]:
+    """One padded batch (batch x frames x bins) through the search ``s.search``."""
+    if isinstance(model, CTCEnsemble):
+        return _ensemble_search(model, x, x_len, s.search, s.beam_size)
+    if s.search in ("ctc_greedy", "ctc_beam"):
+        _, _, hyps, scores = _ctc_search(model, x, x_len, s.search, s.beam_size)
+        return [[(h, sc)] for h, sc in zip(hyps, scores, strict=True)]
+    if s.greedy:
+        return [[(h, 0.0)] for h in greedy_search(model, x, x_len, s.max_len_a, s.max_len_b)]
+    scorer = CTCSearchScorer(model.ctc_head) if s.search == "joint" else None
+    return beam_search(
+        model,
+        x,
+        x_len,
+        beam_size=s.beam_size,
+        alpha=s.alpha,
+        max_len_a=s.max_len_a,
+        max_len_b=s.max_len_b,
+        nbest=s.nbest,
+        prefix_scorer=scorer,
+        ctc_weight=s.ctc_weight if scorer is not None else 0.0,
+    )
 
 
 def _ctc_search(
@@ -149,8 +97,6 @@ def _ctc_search(
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[float]]:
     """One model's CTC pass: (log-probs, encoder lengths, best hypotheses, their scores;
     greedy scores are 0)."""
-    from seqpipe.asr.ctc_search import ctc_greedy, ctc_prefix_beam_search
-
     enc = model.encode(x, x_len)
     lp = model.ctc_head(enc.outputs)
     if search == "ctc_greedy":
@@ -166,8 +112,6 @@ def _ensemble_search(
     """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
     candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
     Scores are that sum."""
-    from seqpipe.asr.ctc_search import ctc_rescore
-
     outputs = []
     candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
     for member in model.members:
@@ -187,8 +131,6 @@ def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | 
     """What a features artifact says about normalisation: (global CMVN mean/std or ``None``,
     per-utterance normalisation ``none`` | ``mean`` | ``meanvar`` | ``speaker``) from its
     ``cmvn.json`` and ``norm.json``."""
-    from seqpipe.asr.features import load_cmvn
-
     feat_dir = Path(feat_dir)
     norm = (
         json.loads((feat_dir / "norm.json").read_text())

@@ -1,7 +1,8 @@
-"""Loading a trained model and decoding id sequences in length-sorted batches.
+"""Models from their saved spec: building one (either task), loading a trained one, int8.
 
-Shared by the decode stage, ``seqpipe decode`` and the Python API, so all three give the same
-output for the same settings.
+The one place that turns a train artifact (``model.json`` + ``model_{best,last,averaged}.pt``)
+or an exported bundle's spec into a model: the decode stages, ``seqpipe decode`` and the Python
+API all load through here.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from seqpipe.errors import InputError
+from seqpipe.models.asr import build_asr_model
+from seqpipe.models.seq2seq import build_model as build_seq2seq
 
 CHECKPOINT_FILES = {
     "best": "model_best.pt",
@@ -21,12 +25,34 @@ CHECKPOINT_FILES = {
 }
 
 
-def load_mt_model(
-    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from ``model.json`` and load a checkpoint (weights_only)."""
-    from seqpipe.models.seq2seq import build_model
+def model_spec_mt(model_cfg: dict[str, Any], src_vocab_size: int, tgt_vocab_size: int) -> dict:
+    """The ``model.json`` of an MT model: everything :func:`build_model` needs."""
+    return {
+        "task": "mt",
+        "kwargs": model_cfg,
+        "src_vocab_size": src_vocab_size,
+        "tgt_vocab_size": tgt_vocab_size,
+    }
 
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """A freshly initialised model from its ``model.json`` spec, either task (an MT
+    :class:`~seqpipe.models.seq2seq.Seq2Seq`, an ASR model or CTC ensemble)."""
+    if spec.get("task", "mt") == "asr":
+        return build_asr_model(spec)
+    return build_seq2seq(
+        **spec["kwargs"],
+        src_vocab_size=spec["src_vocab_size"],
+        tgt_vocab_size=spec["tgt_vocab_size"],
+    )
+
+
+def load_trained(
+    train_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A train artifact's model (either task) in eval mode on ``device``, and its spec: rebuilt
+    from ``model.json``, weights from the checkpoint (``torch.load(weights_only=True)``)."""
+    train_dir = Path(train_dir)
     spec = json.loads((train_dir / "model.json").read_text())
     path = train_dir / CHECKPOINT_FILES[checkpoint]
     if not path.is_file():
@@ -36,11 +62,7 @@ def load_mt_model(
                 "decode.checkpoint=best"
             )
         raise InputError(f"{path}: checkpoint not found")
-    model = build_model(
-        **spec["kwargs"],
-        src_vocab_size=spec["src_vocab_size"],
-        tgt_vocab_size=spec["tgt_vocab_size"],
-    )
+    model = build_model(spec)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.to(device).eval()
     return model, spec

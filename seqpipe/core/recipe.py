@@ -187,6 +187,25 @@ class Recipe(Section):
         return self._path
 
 
+def model_summary(model: dict[str, Any], members: int = 1) -> str:
+    """A recipe's ``model:`` section in one line, for logs and the leaderboard:
+    ``biGRU 256x1→256x1 luong`` (MT) / ``ctc conv2d biGRU 64x1 x2`` (ASR, an ensemble of 2)."""
+    cell = str(model.get("cell", "?")).upper()
+    bi = "bi" if model.get("bidirectional") else ""
+    enc = f"{bi}{cell} {model.get('hidden_size')}x{model.get('enc_layers')}"
+    arch = model.get("arch", "attention")
+    prefix = "" if arch == "attention" else f"{arch} "
+    if "subsampling" in model and arch != "attention":
+        prefix += f"{model.get('subsampling')} "
+    ensemble = f" x{members}" if members > 1 else ""
+    if arch == "ctc":
+        return f"{prefix}{enc}{ensemble}"
+    dec = f"{model.get('hidden_size')}x{model.get('dec_layers')} {model.get('attention')}"
+    if model.get("input_feeding") and model.get("attention") != "location":
+        dec += "+if"
+    return f"{prefix}{enc}→{dec}{ensemble}"
+
+
 def recipe_class(task: str) -> type[Recipe]:
     """The recipe schema of ``task`` (``seqpipe.<task>.config.RECIPE``)."""
     return importlib.import_module(f"seqpipe.{task}.config").RECIPE

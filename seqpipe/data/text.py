@@ -13,9 +13,10 @@ import hashlib
 import io
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from seqpipe.errors import InputError
 
@@ -153,3 +154,17 @@ def write_lines(path: Path, lines: Iterable[str]) -> int:
             f.write("\n")
             n += 1
     return n
+
+
+def write_nbest(
+    path: Path,
+    ids: list[Any],
+    nbest: list[list[tuple[list[int], float]]],
+    decode: Callable[[list[list[int]]], list[str]],
+) -> None:
+    """``ID<TAB>RANK<TAB>SCORE<TAB>TEXT`` lines of n-best lists (``decode``: ids -> texts)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for key, hyps in zip(ids, nbest, strict=True):
+            texts = decode([h for h, _ in hyps])
+            for rank, ((_, score), text) in enumerate(zip(hyps, texts, strict=True), 1):
+                f.write(f"{key}\t{rank}\t{score:.4f}\t{text}\n")

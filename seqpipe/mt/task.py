@@ -14,22 +14,6 @@ from seqpipe.common.batching import decode_batches, pad_batch, recipe_train_batc
 from seqpipe.common.vocab import BOS_ID, EOS_ID, IdArray, Tokenizer
 
 
-def model_kwargs(cfg: Any) -> dict[str, Any]:
-    """The model: keys that the attention encoder-decoder builder takes (not the ASR ones)."""
-    from seqpipe.models.asr import ASR_KEYS
-
-    return {k: v for k, v in cfg.model_dump().items() if k not in ASR_KEYS}
-
-
-def summary(recipe: Any) -> str:
-    m = recipe.model
-    return (
-        f"{'bi' if m.bidirectional else ''}{m.cell.upper()} {m.hidden_size}x{m.enc_layers} → "
-        f"{m.cell.upper()} {m.hidden_size}x{m.dec_layers}, {m.attention} attention"
-        f"{'' if m.input_feeding else ', no input feeding'}"
-    )
-
-
 @dataclass
 class MTBatch:
     src: torch.Tensor  # batch x src_len (ids, EOS-terminated, PAD-padded)

@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
-from seqpipe.common.checkpoint import load_mt_model, quantize_int8
+from seqpipe.common.checkpoint import load_trained, quantize_int8
+from seqpipe.common.settings import DecodeSettings
 from seqpipe.common.trainer import pick_device
 from seqpipe.common.vocab import IdArray, Tokenizer
 from seqpipe.core.stage import StageContext
-from seqpipe.data.text import write_lines
+from seqpipe.data.text import write_lines, write_nbest
 from seqpipe.errors import InputError
+from seqpipe.mt.shortlist import LexicalShortlist
 from seqpipe.mt.translate import decode_id_seqs
 
 
@@ -30,22 +32,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     tok_dir = ctx.inputs["tokenize"].path
     tok = Tokenizer(tok_dir)
-    model, spec = load_mt_model(ctx.inputs["train"].path, cfg.checkpoint, device)
+    model, spec = load_trained(ctx.inputs["train"].path, cfg.checkpoint, device)
     if cfg.quantize == "int8":
         model = quantize_int8(model, device)
-    search = "greedy" if cfg.search == "greedy" else "beam"
-    if cfg.search not in ("beam", "greedy"):
-        raise InputError(f"decode.search: {cfg.search} is for ASR; MT uses beam or greedy")
+    s = DecodeSettings.from_config(cfg).resolve("mt")
     shortlist = None
-    if cfg.shortlist > 0:
-        from seqpipe.mt.shortlist import LexicalShortlist
-
+    if s.shortlist > 0:
         shortlist = LexicalShortlist.from_tokenized(
             tok_dir, spec["src_vocab_size"], spec["tgt_vocab_size"]
         )
     info: dict[str, Any] = {
         "checkpoint": cfg.checkpoint,
-        "search": search,
+        "search": s.search,
         "splits": {},
         "shortlist": cfg.shortlist,
         "shortlist_frequent": cfg.shortlist_frequent,
@@ -56,42 +54,23 @@ def run(ctx: StageContext) -> dict[str, Any]:
             raise InputError(f"decode.splits: no split {split!r} in the data (see data.splits)")
         arr = IdArray(tok_dir, f"{split}.src")
         seqs = [arr[i] for i in range(len(arr))]
-        nb, secs = decode_id_seqs(
-            model,
-            seqs,
-            search=search,
-            beam_size=cfg.beam_size,
-            alpha=cfg.alpha,
-            max_len_a=cfg.max_len_a,
-            max_len_b=cfg.max_len_b,
-            nbest=cfg.nbest,
-            batch_tokens=cfg.batch_tokens,
-            device=device,
-            shortlist=shortlist,
-            shortlist_k=cfg.shortlist,
-            shortlist_frequent=cfg.shortlist_frequent,
-        )
-        best = tok.decode_tgt([h[0][0] if h else [] for h in nb])
-        write_lines(ctx.out / f"{split}.hyp", best)
-        if cfg.nbest > 1:
-            with open(ctx.out / f"{split}.nbest.tsv", "w", encoding="utf-8") as f:
-                for line, hyps in enumerate(nb, 1):
-                    texts = tok.decode_tgt([h for h, _ in hyps])
-                    for rank, ((_, score), text) in enumerate(zip(hyps, texts, strict=True), 1):
-                        f.write(f"{line}\t{rank}\t{score:.4f}\t{text}\n")
+        nb, secs = decode_id_seqs(model, seqs, s, device=device, shortlist=shortlist)
+        write_lines(ctx.out / f"{split}.hyp", tok.decode_tgt([h[0][0] if h else [] for h in nb]))
+        if s.nbest > 1:
+            lines = list(range(1, len(nb) + 1))
+            write_nbest(ctx.out / f"{split}.nbest.tsv", lines, nb, tok.decode_tgt)
         info["splits"][split] = {
             "sentences": len(seqs),
             "seconds": round(secs, 3),
             "sentences_per_second": round(len(seqs) / max(secs, 1e-9), 2),
         }
         ctx.log.info(
-            "decode   %-6s %d sentences in %.1f s (%.1f sent/s, %s%s)",
+            "decode   %-6s %d sentences in %.1f s (%.1f sent/s, %s)",
             split,
             len(seqs),
             secs,
             len(seqs) / max(secs, 1e-9),
-            search,
-            f" {cfg.beam_size}" if search == "beam" else "",
+            s.describe(),
         )
     (ctx.out / "decode.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {"decode": info}

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqpipe.common.checkpoint import build_model, model_spec_mt
 from seqpipe.common.trainer import Trainer
 from seqpipe.common.vocab import Tokenizer
+from seqpipe.core.recipe import model_summary
 from seqpipe.core.stage import StageContext
-from seqpipe.models.seq2seq import build_model, count_parameters
-from seqpipe.mt.task import MTTask, model_kwargs, summary
+from seqpipe.models.seq2seq import count_parameters
+from seqpipe.mt.task import MTTask
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -28,20 +30,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     np.random.seed(seed % 2**32)
     tok_dir = ctx.inputs["tokenize"].path
     tok = Tokenizer(tok_dir)
-    spec = {
-        "task": "mt",
-        "kwargs": model_kwargs(recipe.model),
-        "src_vocab_size": tok.src_vocab_size,
-        "tgt_vocab_size": tok.tgt_vocab_size,
-    }
-    model = build_model(
-        **spec["kwargs"],
-        src_vocab_size=spec["src_vocab_size"],
-        tgt_vocab_size=spec["tgt_vocab_size"],
-    )
+    spec = model_spec_mt(recipe.model.model_dump(), tok.src_vocab_size, tok.tgt_vocab_size)
+    model = build_model(spec)
     spec["parameters"] = count_parameters(model)
     (ctx.out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    ctx.log.info("train    %s parameters, %s", f"{spec['parameters']:,}", summary(recipe))
+    ctx.log.info(
+        "train    %s parameters, %s",
+        f"{spec['parameters']:,}",
+        model_summary(recipe.model.model_dump()),
+    )
     task = MTTask(recipe, tok_dir, ctx.inputs["prepare"].path, tok)
     trainer = Trainer(recipe.train, model, task, ctx.out, ctx.log, seed)
     trainer.train()
