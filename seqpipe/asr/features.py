@@ -20,7 +20,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +182,7 @@ def add_noise(wave: np.ndarray, sr: int, snr_db: float, rng_key: str) -> np.ndar
 
 
 _WORKER_FEATS: np.memmap | None = None
+_Row = tuple[str, float, float, float | None, int]  # (path, speed, warp, noise snr, frames)
 
 
 def _worker_init(feats_path: str) -> None:
@@ -249,19 +250,7 @@ def compute_features_parallel(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    utt_ids: list[str] = []
-    # (path, speed, warp, noise snr, frames)
-    jobs_meta: list[tuple[str, float, float, float | None, int]] = []
-    for u in utterances:
-        num_samples, file_sr = audio_info(u.path)
-        for speed in speeds:
-            n = _num_samples_after(num_samples, file_sr, sample_rate, float(speed))
-            utt_ids.append(_speed_prefix(u.utt_id, float(speed)))
-            warp = vtlp_factor(utt_ids[-1], seed, vtlp)
-            snr = noise_snr_db(utt_ids[-1], seed, noise_snr)
-            jobs_meta.append((u.path, float(speed), warp, snr, num_fbank_frames(n, sample_rate)))
-    if len(set(utt_ids)) != len(utt_ids):
-        raise ValueError("compute_features_parallel: duplicate utterance ids")
+    utt_ids, jobs_meta = _plan_rows(utterances, sample_rate, speeds, vtlp, seed, noise_snr)
     lengths = np.array([m[4] for m in jobs_meta], dtype=np.int64)
     offsets = np.zeros(len(lengths), dtype=np.int64)
     if len(lengths) > 1:
@@ -287,28 +276,60 @@ def compute_features_parallel(
         )
         for i, (path, speed, warp, snr, _) in enumerate(jobs_meta)
     ]
-    total_sum = np.zeros(num_mel_bins)
-    total_sq = np.zeros(num_mel_bins)
+    total_sum, total_sq = _run_jobs(
+        jobs, feats_path, num_mel_bins, num_workers, mp_context, progress, desc
+    )
+    if compute_cmvn:
+        _save_global_cmvn(out_dir, total_sum, total_sq, total)
+    _write_index(out_dir, utt_ids, jobs_meta, offsets, lengths, sample_rate, num_mel_bins)
+    return FeatureStore(out_dir)
+
+
+def _plan_rows(
+    utterances: Sequence[Utterance],
+    sample_rate: int,
+    speeds: Sequence[float],
+    vtlp: float,
+    seed: int,
+    noise_snr: Sequence[float] | None,
+) -> tuple[list[str], list[_Row]]:
+    """Row ids and (path, speed, warp, noise snr, frames) per row, frames from the headers."""
+    utt_ids: list[str] = []
+    jobs_meta: list[_Row] = []
+    for u in utterances:
+        num_samples, file_sr = audio_info(u.path)
+        for speed in speeds:
+            n = _num_samples_after(num_samples, file_sr, sample_rate, float(speed))
+            utt_ids.append(_speed_prefix(u.utt_id, float(speed)))
+            warp = vtlp_factor(utt_ids[-1], seed, vtlp)
+            snr = noise_snr_db(utt_ids[-1], seed, noise_snr)
+            jobs_meta.append((u.path, float(speed), warp, snr, num_fbank_frames(n, sample_rate)))
+    if len(set(utt_ids)) != len(utt_ids):
+        raise ValueError("compute_features_parallel: duplicate utterance ids")
+    return utt_ids, jobs_meta
+
+
+def _run_jobs(
+    jobs: list[tuple],
+    feats_path: Path,
+    num_mel_bins: int,
+    num_workers: int,
+    mp_context: str | None,
+    progress: bool,
+    desc: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the jobs here or in a worker pool; :return: per-bin sum and sum of squares."""
     bar = tqdm(total=len(jobs), desc=desc, unit="utt", file=sys.stderr, disable=not progress)
     try:
         if num_workers <= 1:
             _worker_init(str(feats_path))
-            results = map(_worker_compute, jobs)
-            for _, _, s, sq in results:
-                total_sum += s
-                total_sq += sq
-                bar.update(1)
-        else:
-            method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            ctx = mp.get_context(method)
-            chunk = max(1, min(64, len(jobs) // (num_workers * 8)))
-            with ctx.Pool(
-                num_workers, initializer=_worker_init, initargs=(str(feats_path),)
-            ) as pool:
-                for _, _, s, sq in pool.imap_unordered(_worker_compute, jobs, chunksize=chunk):
-                    total_sum += s
-                    total_sq += sq
-                    bar.update(1)
+            return _accumulate(map(_worker_compute, jobs), num_mel_bins, bar)
+        method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context(method)
+        chunk = max(1, min(64, len(jobs) // (num_workers * 8)))
+        with ctx.Pool(num_workers, initializer=_worker_init, initargs=(str(feats_path),)) as pool:
+            results = pool.imap_unordered(_worker_compute, jobs, chunksize=chunk)
+            return _accumulate(results, num_mel_bins, bar)
     finally:
         bar.close()
         global _WORKER_FEATS
@@ -316,12 +337,41 @@ def compute_features_parallel(
             _WORKER_FEATS.flush()
             _WORKER_FEATS = None
 
-    if compute_cmvn:
-        if total == 0:
-            raise ValueError("compute_features_parallel: no frames, cannot compute CMVN")
-        mean = total_sum / total
-        std = np.sqrt(np.maximum(total_sq / total - mean * mean, 1e-10))
-        save_cmvn(out_dir / CMVN_FILE, mean, std, total)
+
+def _accumulate(
+    results: Iterable[tuple[int, int, np.ndarray, np.ndarray]], num_mel_bins: int, bar: tqdm
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the jobs' per-bin sums and sums of squares in arrival order, ticking ``bar``."""
+    total_sum = np.zeros(num_mel_bins)
+    total_sq = np.zeros(num_mel_bins)
+    for _, _, s, sq in results:
+        total_sum += s
+        total_sq += sq
+        bar.update(1)
+    return total_sum, total_sq
+
+
+def _save_global_cmvn(
+    out_dir: Path, total_sum: np.ndarray, total_sq: np.ndarray, total: int
+) -> None:
+    """Write ``cmvn.json`` (mean/std over all ``total`` frames) from the per-bin sums."""
+    if total == 0:
+        raise ValueError("compute_features_parallel: no frames, cannot compute CMVN")
+    mean = total_sum / total
+    std = np.sqrt(np.maximum(total_sq / total - mean * mean, 1e-10))
+    save_cmvn(out_dir / CMVN_FILE, mean, std, total)
+
+
+def _write_index(
+    out_dir: Path,
+    utt_ids: list[str],
+    jobs_meta: list[_Row],
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    sample_rate: int,
+    num_mel_bins: int,
+) -> None:
+    """Write ``index.json`` (atomically): the rows' ids, offsets, lengths and settings."""
     index = {
         "version": INDEX_VERSION,
         "num_mel_bins": num_mel_bins,
@@ -339,7 +389,6 @@ def compute_features_parallel(
     tmp = out_dir / (INDEX_FILE + ".tmp")
     tmp.write_text(json.dumps(index))
     os.replace(tmp, out_dir / INDEX_FILE)
-    return FeatureStore(out_dir)
 
 
 class FeatureStore:

@@ -83,9 +83,6 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
     ``train.member_jobs`` at a time in spawned processes (each resumes on its own). Then the
     members' checkpoints are merged into the ensemble's ``model_*.pt`` (state dicts of a
     :class:`~seqpipe.models.asr.CTCEnsemble`) beside its ``model.json``."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     n, seed = recipe.train.members, recipe.train_seed()
     jobs = min(n, recipe.train.member_jobs or n)
     dirs = [out / f"member{k}" for k in range(n)]
@@ -109,13 +106,38 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
     log.info(
         "train    %d ensemble members, %d at a time (seeds %d-%d)", n, jobs, seed, seed + n - 1
     )
+    infos = _run_members(member_recipes, feat_dir, dirs, seed, jobs, log, log_file)
+    spec = json.loads((dirs[0] / "model.json").read_text())
+    spec["members"] = n
+    spec["parameters"] = sum(i["parameters"] for i in infos)
+    _merge_member_checkpoints(dirs, out)
+    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    info = _ensemble_info(recipe, infos, seed, spec["parameters"])
+    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _log_ensemble(recipe, info, log)
+    return {"train": info}
+
+
+def _run_members(
+    member_recipes: list[Any],
+    feat_dir: Path,
+    dirs: list[Path],
+    seed: int,
+    jobs: int,
+    log: Any,
+    log_file: str | None,
+) -> list[dict[str, Any]]:
+    """Train the members not finished yet, ``jobs`` at a time; :return: each one's train.json."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     # a member that finished (its train.json written) before an interruption is not retrained
     done = {
         k: json.loads((d / "train.json").read_text())
         for k, d in enumerate(dirs)
         if (d / "train.json").is_file()
     }
-    todo = [k for k in range(n) if k not in done]
+    todo = [k for k in range(len(dirs)) if k not in done]
     if jobs == 1 or len(todo) <= 1:
         for k in todo:
             done[k] = train_model(
@@ -139,10 +161,11 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
             }
             for k, f in futures.items():
                 done[k] = f.result()
-    infos = [done[k] for k in range(n)]
-    spec = json.loads((dirs[0] / "model.json").read_text())
-    spec["members"] = n
-    spec["parameters"] = sum(i["parameters"] for i in infos)
+    return [done[k] for k in range(len(dirs))]
+
+
+def _merge_member_checkpoints(dirs: list[Path], out: Path) -> None:
+    """Merge the members' ``MEMBER_FILES`` into ensemble state dicts in ``out``; delete theirs."""
     for name in MEMBER_FILES:  # merge all, then delete (a rerun after a kill finds either)
         if all((d / name).is_file() for d in dirs):
             merged = {}
@@ -154,7 +177,13 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
         for d in dirs:
             if (out / name).is_file():
                 (d / name).unlink(missing_ok=True)
-    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+
+
+def _ensemble_info(
+    recipe: Any, infos: list[dict[str, Any]], seed: int, parameters: int
+) -> dict[str, Any]:
+    """The ensemble's train.json from its members' (``member_runs``)."""
+    n = len(infos)
     info: dict[str, Any] = {
         "members": n,
         "member_seeds": [seed + k for k in range(n)],
@@ -167,7 +196,7 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
         "train_seconds": max(i["train_seconds"] for i in infos),
         "train_tokens": sum(i["train_tokens"] for i in infos),
         "valid_metric": recipe.train.valid_metric,
-        "parameters": spec["parameters"],
+        "parameters": parameters,
         "device": infos[0]["device"],
         "dropped_utterances": infos[0]["dropped_utterances"],
         "member_runs": infos,
@@ -176,10 +205,14 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
     info["frames_per_second"] = info["tokens_per_second"]
     if all("averaged" in i for i in infos):
         info["averaged"] = infos[0]["averaged"]  # per member: see member_runs
-    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def _log_ensemble(recipe: Any, info: dict[str, Any], log: Any) -> None:
+    """Log the ensemble's summary line, and a warning per member that lags behind (WER/CER)."""
     log.info(
         "train    ensemble of %d: %d steps max, %.0f s (slowest member), best valid %s %s",
-        n,
+        info["members"],
         info["steps"],
         info["train_seconds"],
         recipe.train.valid_metric,
@@ -195,7 +228,6 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
                 info["best"][k],
                 min(b for b in info["best"] if b is not None),
             )
-    return {"train": info}
 
 
 class _MemberLog(logging.LoggerAdapter):
