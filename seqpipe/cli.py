@@ -322,7 +322,8 @@ def _use_model(
 ) -> None:
     import os
 
-    from seqpipe.use.api import DecodeSettings, Model, resolve_model
+    from seqpipe.common.settings import DecodeSettings
+    from seqpipe.use.api import Model, resolve_model
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -241,7 +241,8 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
 
     from seqpipe import load_model
     from seqpipe.asr.features import FeatureStore
-    from seqpipe.asr.transcribe import load_asr_model, split_loader, transcribe
+    from seqpipe.asr.transcribe import split_loader, transcribe
+    from seqpipe.common.checkpoint import load_trained as load_asr_model
     from seqpipe.models.asr import CTCEnsemble
 
     args = [*TINY_FSDD, "model.arch=ctc", "train.members=2", "train.max_steps=3"]
@@ -344,7 +345,10 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     bad = run_cli("config", str(SMALL), *args, "decode.quantize=int8", cwd=fsdd_ws)
     assert bad.returncode == 2 and "set decode.quantize: none" in bad.stderr
     mt = run_cli("config", str(REPO / "recipes" / "mt_small.yaml"), "decode.adapt=lin", cwd=fsdd_ws)
-    assert mt.returncode == 2 and "speaker adaptation is for asr" in mt.stderr.lower()
+    assert (
+        mt.returncode == 2
+        and "decode.adapt: an asr key; this recipe's task is mt" in mt.stderr.lower()
+    )
 
 
 def _scores_of(pipe: Pipeline) -> dict:
@@ -357,14 +361,14 @@ def test_members_are_for_asr(tmp_path: Path):
         "config", str(REPO / "recipes" / "mt_small.yaml"), "train.members=2", cwd=tmp_path
     )
     assert proc.returncode == 2
-    assert "train.members: ensembles are for asr ctc models" in proc.stderr.lower()
+    assert "train.members: an asr key; this recipe's task is mt" in proc.stderr.lower()
 
 
 def test_char_tokenizer_and_encoder_lengths():
     import torch
 
-    from seqpipe.common.vocab import CharTokenizer
     from seqpipe.asr.config import ASRModelConfig as ModelConfig
+    from seqpipe.common.vocab import CharTokenizer
     from seqpipe.models.asr import build_asr_model, model_spec
 
     tok = CharTokenizer.build(["NO YES", "yes  no"])

@@ -96,8 +96,8 @@ def test_cache_key_ignores_threads_but_not_lr(tmp_path: Path):
 def test_train_seed_enters_the_key_only_when_set(tmp_path: Path):
     import numpy as np
 
-    from seqpipe.core.pipeline import Pipeline
     from seqpipe.common.batching import recipe_train_batches
+    from seqpipe.core.pipeline import Pipeline
 
     p = tmp_path / "r.yaml"
     p.write_text("name: x\n")
@@ -153,3 +153,70 @@ def test_bad_recipe_exit_code_2_one_line(
 def test_missing_recipe_file(tmp_path: Path):
     proc = run_cli("run", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert proc.returncode == 2 and "nope.yaml: recipe file not found" in proc.stderr
+
+
+def test_each_task_has_its_own_schema(tmp_path: Path):
+    """An MT recipe has no ASR key and an ASR recipe no MT-only key; a key of the other task is
+    one line naming it, exit 2, nothing run."""
+    from seqpipe.asr.config import ASRRecipe
+    from seqpipe.mt.config import MTRecipe
+
+    mt = run_cli("config", str(REPO / "recipes" / "mt_small.yaml"), cwd=tmp_path)
+    assert mt.returncode == 0
+    keys = (
+        "subsampling",
+        "conv_channels",
+        "frontend_norm",
+        "spec_augment",
+        "members",
+        "member_jobs",
+        "ctc_weight",
+        "adapt",
+        "adapt_lr",
+        "asr_normalization",
+        "arch",
+    )
+    for key in (*keys, "features"):
+        assert f"\n  {key}:" not in mt.stdout and f"\n{key}:" not in mt.stdout, key
+    for recipe, bad, label, task in (
+        ("mt_small.yaml", "train.spec_augment=false", "an ASR key", "mt"),
+        ("mt_small.yaml", "model.subsampling=none", "an ASR key", "mt"),
+        ("mt_small.yaml", "features.vtlp=0.1", "an ASR key", "mt"),
+        ("asr_yesno.yaml", "decode.shortlist=5", "an MT key", "asr"),
+        ("asr_yesno.yaml", "tokenize.bpe_dropout=0.1", "an MT key", "asr"),
+    ):
+        key = bad.split("=")[0].removesuffix(".vtlp")  # a whole section: named as such
+        proc = run_cli("status", str(REPO / "recipes" / recipe), bad, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{key}: {label}; this recipe's task is {task}" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "cache").exists()
+    # in the file too: the line is named
+    p = tmp_path / "r.yaml"
+    p.write_text("task: mt\ntrain:\n  lr: 0.1\n  members: 2\n")
+    with pytest.raises(InputError, match=r"r.yaml:4: train.members: an ASR key"):
+        load_recipe(p)
+    assert "spec_augment" not in MTRecipe.model_fields["train"].annotation.model_fields
+    assert "shortlist" not in ASRRecipe.model_fields["decode"].annotation.model_fields
+    with pytest.raises(InputError, match="task: 'nmt' is not a task; use mt or asr"):
+        load_recipe(p, ["task=nmt"])
+
+
+def test_a_stage_key_hashes_only_what_the_stage_reads(tmp_path: Path):
+    from seqpipe.core.pipeline import Pipeline
+
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\n")
+    base = Pipeline(load_recipe(p), tmp_path).keys()
+    # the score section is read by score only; decode's length limits by training's
+    # validation too (greedy BLEU picks the best checkpoint)
+    score = Pipeline(load_recipe(p, ["score.lowercase=true"]), tmp_path).keys()
+    assert {k for k in base if base[k] != score[k]} == {"score"}
+    max_len = Pipeline(load_recipe(p, ["decode.max_len_a=2"]), tmp_path).keys()
+    assert {k for k in base if base[k] != max_len[k]} == {"train", "decode", "score"}
+    asr = tmp_path / "a.yaml"
+    asr.write_text("name: a\ntask: asr\n")
+    a = Pipeline(load_recipe(asr), tmp_path).keys()
+    vtlp = Pipeline(load_recipe(asr, ["features.vtlp=0.1"]), tmp_path).keys()
+    assert {k for k in a if a[k] != vtlp[k]} == {"features", "train", "decode", "score"}
+    members = Pipeline(load_recipe(asr, ["train.members=1"]), tmp_path).keys()
+    assert members == a  # a key added later enters a key only when set to a new value

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from seqpipe.common.settings import SEARCHES
 from seqpipe.core.recipe import (
     DataConfig,
     DecodeConfig,
@@ -24,15 +25,6 @@ from seqpipe.core.stage import StageSpec
 from seqpipe.data.registry import data_fingerprint
 
 DATASETS = ("yesno", "fsdd_digits", "fsdd_connected", "an4", "librispeech", "kaldi", "tsv")
-# search -> the archs it decodes; ``auto`` picks AUTO_SEARCH[arch]
-SEARCH_ARCHS = {
-    "ctc_greedy": ("ctc", "ctc_attention"),
-    "ctc_beam": ("ctc", "ctc_attention"),
-    "greedy": ("attention", "ctc_attention"),
-    "beam": ("attention", "ctc_attention"),
-    "joint": ("ctc_attention",),
-}
-AUTO_SEARCH = {"ctc": "ctc_greedy", "attention": "beam", "ctc_attention": "joint"}
 METRICS = ("wer", "cer")
 
 
@@ -125,7 +117,7 @@ class ASRTrainConfig(TrainConfig):
 
 class ASRDecodeConfig(DecodeConfig):
     # auto picks by model.arch (ctc → ctc_greedy, attention → beam, ctc_attention → joint)
-    search: Literal["ctc_greedy", "ctc_beam", "greedy", "beam", "joint", "auto"] = "beam"
+    search: Literal[SEARCHES["asr"]] = "beam"  # type: ignore[valid-type]
     ctc_weight: float = Field(0.3, ge=0, le=1, description="joint: weight of the CTC prefix score")
     adapt: Literal["none", "lin"] = newkey(
         "none",
@@ -157,7 +149,7 @@ class ASRDecodeConfig(DecodeConfig):
 
 
 class ASRScoreConfig(Section):
-    metrics: list[Literal["wer", "cer"]] = Field(default_factory=lambda: ["wer", "cer"])
+    metrics: list[Literal[METRICS]] = Field(default_factory=lambda: list(METRICS))  # type: ignore[valid-type]
     asr_normalization: str = "lower,strip_punct,collapse_space"
 
 

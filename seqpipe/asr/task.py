@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from seqpipe.common.batching import pad_batch, recipe_train_batches
+from seqpipe.common.settings import DecodeSettings
 from seqpipe.common.vocab import BOS_ID, EOS_ID, IdArray
 from seqpipe.errors import InputError
 
@@ -124,17 +125,8 @@ class ASRTask:
         lengths = self.valid_store.lengths[:n]
         # ctc_attention: the CTC branch (aligned early) picks checkpoints; decoding is joint
         search = "greedy" if self.arch == "attention" else "ctc_greedy"
-        dec = self.recipe.decode
-        nbest, _ = transcribe(
-            model,
-            lengths,
-            self.load_valid,
-            search=search,
-            max_len_a=dec.max_len_a,
-            max_len_b=dec.max_len_b,
-            batch_frames=dec.batch_tokens,
-            device=device,
-        )
+        s = DecodeSettings.from_config(self.recipe.decode, nbest=1).override(search=search)
+        nbest, _ = transcribe(model, lengths, self.load_valid, s, device=device)
         hyps = self.tok.decode_tgt([h[0][0] if h else [] for h in nbest])
         res = score_asr(self.valid_refs, hyps, normalization=self.recipe.score.asr_normalization)
         # teacher-forced / CTC loss over the utterances that can be trained on

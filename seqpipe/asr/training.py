@@ -17,11 +17,11 @@ import torch
 
 from seqpipe.asr.features import FeatureStore
 from seqpipe.asr.task import ASRTask
-from seqpipe.common.trainer import Trainer, save_atomic
+from seqpipe.common.checkpoint import new_model
+from seqpipe.common.trainer import save_atomic, train_and_report
 from seqpipe.common.vocab import load_target_tokenizer
-from seqpipe.errors import InputError
-from seqpipe.models.asr import build_asr_model, model_spec, model_summary
-from seqpipe.models.seq2seq import count_parameters
+from seqpipe.core.recipe import model_summary
+from seqpipe.models.asr import model_spec
 
 # a member whose best valid WER/CER is this many points above the best member's gets a warning
 LAGGING_MEMBER_POINTS = 10.0
@@ -47,30 +47,10 @@ def train_model(recipe: Any, feat_dir: Path, out: Path, seed: int, log: Any) -> 
     tok = load_target_tokenizer(feat_dir)
     train_store = FeatureStore(feat_dir / "feats" / "train")
     spec = model_spec(recipe.model.model_dump(), train_store.num_mel_bins, tok.tgt_vocab_size)
-    try:
-        model = build_asr_model(spec)
-    except ValueError as e:
-        raise InputError(f"model: {e}") from None
-    spec["parameters"] = count_parameters(model)
-    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    log.info("train    %s parameters, %s", f"{spec['parameters']:,}", model_summary(spec))
+    model = new_model(spec, out, log, model_summary(recipe.model.model_dump()))
     task = ASRTask(recipe, feat_dir, model, tok, log)
-    trainer = Trainer(recipe.train, model, task, out, log, seed)
-    trainer.train()
-    info = trainer.finalize()
-    info["parameters"] = spec["parameters"]
-    info["device"] = str(trainer.device)
-    info["dropped_utterances"] = task.dropped
-    info["frames_per_second"] = info["tokens_per_second"]  # ASR: real feature frames
-    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    log.info(
-        "train    %d steps, %.0f s, %.0f frames/s, best valid %s %s at step %d",
-        info["steps"],
-        info["train_seconds"],
-        info["tokens_per_second"],
-        recipe.train.valid_metric,
-        "-" if info["best"] is None else f"{info['best']:.2f}",
-        info["best_step"],
+    info = train_and_report(
+        recipe.train, model, task, out, log, seed, "frames", dropped_utterances=task.dropped
     )
     return info
 

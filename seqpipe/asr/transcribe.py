@@ -33,6 +33,7 @@ from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble, pad_features
 from seqpipe.models.ctc import CTCSearchScorer
 
+
 def transcribe(
     model: torch.nn.Module,
     lengths: np.ndarray,

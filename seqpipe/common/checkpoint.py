@@ -17,6 +17,7 @@ from torch import nn
 from seqpipe.errors import InputError
 from seqpipe.models.asr import build_asr_model
 from seqpipe.models.seq2seq import build_model as build_seq2seq
+from seqpipe.models.seq2seq import count_parameters
 
 CHECKPOINT_FILES = {
     "best": "model_best.pt",
@@ -45,6 +46,20 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         src_vocab_size=spec["src_vocab_size"],
         tgt_vocab_size=spec["tgt_vocab_size"],
     )
+
+
+def new_model(spec: dict[str, Any], out: Path, log: Any, summary: str) -> nn.Module:
+    """A freshly initialised model for a train stage: built from ``spec`` (a ValueError from
+    the builder is bad input), its parameter count added to the spec, which is saved as
+    ``out/model.json`` and logged."""
+    try:
+        model = build_model(spec)
+    except ValueError as e:
+        raise InputError(f"model: {e}") from None
+    spec["parameters"] = count_parameters(model)
+    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    log.info("train    %s parameters, %s", f"{spec['parameters']:,}", summary)
+    return model
 
 
 def load_trained(

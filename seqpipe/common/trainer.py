@@ -37,6 +37,7 @@ from torch import nn
 
 from seqpipe.core.recipe import TrainConfig
 from seqpipe.errors import StageError
+from seqpipe.models.seq2seq import count_parameters
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -510,6 +511,40 @@ class Trainer:
         (self.out / CHECKPOINT).unlink(missing_ok=True)
         plot_curves(self.out / "metrics.jsonl", self.out / "curve.png", self.cfg.valid_metric)
         return info
+
+
+def train_and_report(
+    cfg: TrainConfig,
+    model: nn.Module,
+    task: Task,
+    out: Path,
+    log: Any,
+    seed: int,
+    unit: str = "real tokens",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Train (resuming from ``out``), finalize, write ``train.json`` (with ``extra``) and log
+    the summary line; ``unit`` names what ``tokens_per_second`` counts. :return: train.json"""
+    trainer = Trainer(cfg, model, task, out, log, seed)
+    trainer.train()
+    info = trainer.finalize()
+    info["parameters"] = count_parameters(model)
+    info["device"] = str(trainer.device)
+    info.update(extra)
+    if unit == "frames":
+        info["frames_per_second"] = info["tokens_per_second"]  # ASR: real feature frames
+    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    log.info(
+        "train    %d steps, %.0f s, %.0f %s/s, best valid %s %s at step %d",
+        info["steps"],
+        info["train_seconds"],
+        info["tokens_per_second"],
+        unit,
+        cfg.valid_metric,
+        "-" if info["best"] is None else f"{info['best']:.2f}",
+        info["best_step"],
+    )
+    return info
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -201,22 +201,6 @@ def build_asr_model(spec: dict[str, Any]) -> ASRModel | CTCEnsemble:
     return ASRModel(arch, encoder, decoder, ctc_head, sub, reductions)
 
 
-def model_summary(spec: dict[str, Any]) -> str:
-    kw = spec["kwargs"]
-    cell = "LSTM" if spec["subsampling"] == "pyramid" else kw["cell"].upper()
-    enc = (
-        f"{spec['subsampling']} front end, {'bi' if kw['bidirectional'] else ''}{cell} "
-        f"{kw['hidden_size']}x{kw['enc_layers']}"
-    )
-    if spec["arch"] == "ctc":
-        members = int(spec.get("members", 1))
-        return f"{enc} → CTC" + (f", ensemble of {members}" if members > 1 else "")
-    dec = (
-        f"{kw['cell'].upper()} {kw['hidden_size']}x{kw['dec_layers']}, {kw['attention']} attention"
-    )
-    return f"{enc} → {dec}" + (" + CTC" if spec["arch"] == "ctc_attention" else "")
-
-
 def pad_features(feats: list[np.ndarray], min_frames: int = 1) -> tuple[Tensor, Tensor]:
     """Pad float32 feature matrices into batch x max_frames x bins (zeros; a matrix shorter
     than ``min_frames`` is zero-padded up to it and counted as that long).

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from seqpipe.common.settings import SEARCHES
 from seqpipe.core.recipe import (
     DataConfig,
     DecodeConfig,
@@ -23,7 +24,6 @@ from seqpipe.core.schema import Section
 from seqpipe.core.stage import StageSpec
 from seqpipe.data.registry import data_fingerprint
 
-SEARCHES = ("beam", "greedy")  # what an MT model decodes with
 METRICS = ("bleu", "chrf")
 
 
@@ -72,7 +72,7 @@ class MTTrainConfig(TrainConfig):
 
 
 class MTDecodeConfig(DecodeConfig):
-    search: Literal["beam", "greedy"] = "beam"
+    search: Literal[SEARCHES["mt"]] = "beam"  # type: ignore[valid-type]
     shortlist: int = Field(
         0,
         ge=0,
@@ -85,7 +85,7 @@ class MTDecodeConfig(DecodeConfig):
 
 
 class MTScoreConfig(Section):
-    metrics: list[Literal["bleu", "chrf"]] = Field(default_factory=lambda: ["bleu", "chrf"])
+    metrics: list[Literal[METRICS]] = Field(default_factory=lambda: list(METRICS))  # type: ignore[valid-type]
     bleu_tokenize: str = "13a"
     lowercase: bool = False
 

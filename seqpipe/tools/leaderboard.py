@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from seqpipe.core.recipe import model_summary
 from seqpipe.errors import InputError
 
 # metric -> True when higher is better
@@ -219,9 +220,8 @@ def _rows_of(
     if dataset and task == "mt" and data.get("src_lang"):
         dataset = f"{dataset} {data.get('src_lang')}-{data.get('tgt_lang')}"
     search = dinfo.get("search") or dcfg.get("search")
-    model_desc = model_summary(model_cfg) if model_cfg else None
-    if model_desc and tinfo.get("members"):  # an ensemble (train.members)
-        model_desc += f" x{tinfo['members']}"
+    members = int(tinfo.get("members") or 1)  # an ensemble (train.members)
+    model_desc = model_summary(model_cfg, members) if model_cfg else None
     base = {
         "run": ",".join(names) if names else m.get("recipe"),
         "task": task,
@@ -270,22 +270,6 @@ def _rows_of(
         row["decode_speed"] = sp.get("sentences_per_second") if task == "mt" else sp.get("rtf")
         rows.append({f: row.get(f) for f in FIELDS})
     return rows
-
-
-def model_summary(cfg: dict[str, Any]) -> str:
-    """``biGRU 256x1→256x1 luong`` (MT) / ``ctc conv2d biGRU 64x1`` (ASR)."""
-    cell = str(cfg.get("cell", "?")).upper()
-    enc = f"{'bi' if cfg.get('bidirectional') else ''}{cell} {cfg.get('hidden_size')}x{cfg.get('enc_layers')}"
-    arch = cfg.get("arch", "attention")
-    prefix = "" if arch == "attention" else f"{arch} "
-    if "subsampling" in cfg and arch != "attention":
-        prefix += f"{cfg.get('subsampling')} "
-    if arch == "ctc":
-        return f"{prefix}{enc}"
-    dec = f"{cfg.get('hidden_size')}x{cfg.get('dec_layers')} {cfg.get('attention')}"
-    if cfg.get("input_feeding") and cfg.get("attention") != "location":
-        dec += "+if"
-    return f"{prefix}{enc}→{dec}"
 
 
 def _date(stamp: Any) -> str | None:

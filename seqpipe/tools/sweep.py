@@ -115,7 +115,7 @@ def _int_like(s: str) -> bool:
 
 
 def variant_name(base: str, overrides: dict[str, str]) -> str:
-    from seqpipe.core.recipe import hash_obj
+    from seqpipe.core.schema import hash_obj
 
     return f"{base}-{hash_obj(sorted(overrides.items()), n=6)}"
 

@@ -36,87 +36,21 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from seqpipe.common.settings import DecodeSettings
 from seqpipe.errors import InputError
 
 TEXT_CHUNK = 10_000  # sentences decoded per chunk
 AUDIO_CHUNK = 256  # audio files per chunk (features of a chunk are held in memory)
 BUNDLE_FORMAT = "seqpipe-model"
-MT_SEARCHES = ("beam", "greedy")
-ASR_SEARCHES = ("ctc_greedy", "ctc_beam", "joint", "beam", "greedy")
 
 
 class Hypothesis(NamedTuple):
     text: str
     score: float  # log-probability with the length penalty (0.0 for greedy searches)
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """How to decode (the recipe's ``decode:`` keys that matter at use time)."""
-
-    search: str = "beam"
-    beam_size: int = 5
-    alpha: float = 1.0
-    max_len_a: float = 1.5
-    max_len_b: int = 5
-    nbest: int = 1
-    ctc_weight: float = 0.3
-    batch_tokens: int = 6000
-    shortlist: int = 0  # MT: lexical shortlist candidates per source piece (0 = off)
-    shortlist_frequent: int = 300
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> DecodeSettings:
-        return cls(
-            search=cfg.search,
-            beam_size=cfg.beam_size,
-            alpha=cfg.alpha,
-            max_len_a=cfg.max_len_a,
-            max_len_b=cfg.max_len_b,
-            nbest=1,
-            ctc_weight=getattr(cfg, "ctc_weight", 0.3),
-            batch_tokens=cfg.batch_tokens,
-            shortlist=getattr(cfg, "shortlist", 0),
-            shortlist_frequent=getattr(cfg, "shortlist_frequent", 300),
-        )
-
-    def override(self, **kw: Any) -> DecodeSettings:
-        names = {"beam": "beam_size"}
-        changes = {names.get(k, k): v for k, v in kw.items() if v is not None}
-        if "beam_size" in changes and "search" not in changes and self.search == "greedy":
-            changes["search"] = "beam"  # asking for a beam means beam search
-        return replace(self, **changes)
-
-    def check(self, task: str) -> None:
-        allowed = MT_SEARCHES if task == "mt" else ASR_SEARCHES
-        if self.search not in allowed:
-            raise InputError(
-                f"search {self.search!r}: a {task.upper()} model decodes with {', '.join(allowed)}"
-            )
-        if self.beam_size < 1:
-            raise InputError(f"beam {self.beam_size}: must be at least 1")
-        if self.nbest < 1:
-            raise InputError(f"nbest {self.nbest}: must be at least 1")
-        if self.batch_tokens < 1:
-            raise InputError(f"batch tokens {self.batch_tokens}: must be at least 1")
-        if not 0 <= self.shortlist <= 100 or self.shortlist_frequent < 0:
-            raise InputError(
-                f"shortlist {self.shortlist} (frequent {self.shortlist_frequent}): "
-                "need 0 <= shortlist <= 100 and frequent >= 0"
-            )
-        if self.shortlist and task != "mt":
-            raise InputError("shortlist: lexical shortlists are for MT models")
-        if self.nbest > 1:
-            if self.search not in ("beam", "joint"):
-                raise InputError(
-                    f"nbest {self.nbest}: n-best lists need beam search (search is {self.search})"
-                )
-            if self.nbest > self.beam_size:
-                raise InputError(f"nbest {self.nbest} is larger than the beam ({self.beam_size})")
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -309,7 +243,7 @@ class Model:
         self.device = pick_device(device or cfg.device)
         if threads:
             torch.set_num_threads(threads)
-        self.settings = DecodeSettings.from_config(cfg)
+        self.settings = DecodeSettings.from_config(cfg, nbest=1)
         self.recipe_text = source.recipe_text
         self.features: dict[str, Any] = {}
         self.cmvn: tuple[Any, Any] | None = None
@@ -329,19 +263,19 @@ class Model:
 
     # -- loading
     def _load_artifacts(self) -> None:
+        from seqpipe.common.checkpoint import load_trained
+
         assert self.source.train_dir is not None and self.source.tok_dir is not None
         train_dir, tok_dir = self.source.train_dir, self.source.tok_dir
+        self.model, self.spec = load_trained(train_dir, self.checkpoint, self.device)
         if self.task == "mt":
-            from seqpipe.common.checkpoint import load_mt_model
             from seqpipe.common.vocab import Tokenizer
 
-            self.model, self.spec = load_mt_model(train_dir, self.checkpoint, self.device)
             self.tokenizer = Tokenizer(tok_dir)
         else:
-            from seqpipe.asr.transcribe import load_asr_model, read_normalization
+            from seqpipe.asr.transcribe import read_normalization
             from seqpipe.common.vocab import load_target_tokenizer
 
-            self.model, self.spec = load_asr_model(train_dir, self.checkpoint, self.device)
             self.tokenizer = load_target_tokenizer(tok_dir)
             stats = _read_json(tok_dir / "stats.json")
             self.features = {
@@ -371,18 +305,10 @@ class Model:
             self.tokenizer = _tokenizer_from_bytes(
                 {name: bytes(t.numpy().tobytes()) for name, t in tok["files"].items()}
             )
-        if self.task == "mt":
-            from seqpipe.models.seq2seq import build_model
+        from seqpipe.common.checkpoint import build_model
 
-            model = build_model(
-                **self.spec["kwargs"],
-                src_vocab_size=self.spec["src_vocab_size"],
-                tgt_vocab_size=self.spec["tgt_vocab_size"],
-            )
-        else:
-            from seqpipe.models.asr import build_asr_model
-
-            model = build_asr_model(self.spec)
+        model = build_model(self.spec)
+        if self.task == "asr":
             feats = b["features"]
             self.features = {
                 "num_mel_bins": int(feats["num_mel_bins"]),
@@ -455,33 +381,8 @@ class Model:
     def decode_settings(self, **kw: Any) -> DecodeSettings:
         """This model's defaults with the given keywords (``beam``, ``nbest``, ``search``,
         ``alpha``, ``max_len_a``, ``max_len_b``, ``ctc_weight``, ``batch_tokens``, ``shortlist``,
-        ``shortlist_frequent``) applied."""
-        unknown = set(kw) - {
-            "beam",
-            "beam_size",
-            "nbest",
-            "search",
-            "alpha",
-            "max_len_a",
-            "max_len_b",
-            "ctc_weight",
-            "batch_tokens",
-            "shortlist",
-            "shortlist_frequent",
-        }
-        if unknown:
-            raise TypeError(f"unknown decoding setting(s): {', '.join(sorted(unknown))}")
-        s = self.settings.override(**kw)
-        if self.task == "asr" and s.search == "auto":  # the recipe's decode.search: auto
-            from seqpipe.asr.transcribe import resolve_search
-
-            s = replace(s, search=resolve_search("auto", self.model.arch))
-        s.check(self.task)
-        if self.task == "asr":
-            from seqpipe.asr.transcribe import check_search
-
-            check_search(s.search, self.model.arch)
-        return s
+        ``shortlist_frequent``) applied; ``auto`` resolved for the model's arch."""
+        return self.settings.override(**kw).resolve(self.task, getattr(self.model, "arch", None))
 
     # -- the shared code path
     def decode_stream(
@@ -514,27 +415,14 @@ class Model:
         return self._transcribe_chunk(items, s)
 
     def _translate_chunk(self, lines: list[str], s: DecodeSettings) -> list[list[Hypothesis]]:
-        from seqpipe.common.checkpoint import decode_id_seqs
         from seqpipe.data.text import normalize
+        from seqpipe.mt.translate import decode_id_seqs
 
         norm = [normalize(x) for x in lines]
         keep = [i for i, x in enumerate(norm) if x]
         ids = self.tokenizer.encode_src([norm[i] for i in keep]) if keep else []
-        nb, _ = decode_id_seqs(
-            self.model,
-            ids,
-            search=s.search,
-            beam_size=s.beam_size,
-            alpha=s.alpha,
-            max_len_a=s.max_len_a,
-            max_len_b=s.max_len_b,
-            nbest=s.nbest,
-            batch_tokens=s.batch_tokens,
-            device=self.device,
-            shortlist=self._lexical_shortlist() if s.shortlist else None,
-            shortlist_k=s.shortlist,
-            shortlist_frequent=s.shortlist_frequent,
-        )
+        shortlist = self._lexical_shortlist() if s.shortlist else None
+        nb, _ = decode_id_seqs(self.model, ids, s, device=self.device, shortlist=shortlist)
         return self._texts(len(lines), keep, nb)
 
     def _lexical_shortlist(self) -> Any:
@@ -573,20 +461,8 @@ class Model:
             feats.append(normalize(f))
         if not feats:
             return [[Hypothesis("", 0.0)] for _ in paths]
-        nb, _ = transcribe(
-            self.model,
-            np.array([len(f) for f in feats], dtype=np.int64),
-            feats.__getitem__,
-            search=s.search,
-            beam_size=s.beam_size,
-            alpha=s.alpha,
-            max_len_a=s.max_len_a,
-            max_len_b=s.max_len_b,
-            nbest=s.nbest,
-            ctc_weight=s.ctc_weight,
-            batch_frames=s.batch_tokens,
-            device=self.device,
-        )
+        lengths = np.array([len(f) for f in feats], dtype=np.int64)
+        nb, _ = transcribe(self.model, lengths, feats.__getitem__, s, device=self.device)
         return self._texts(len(paths), keep, nb)
 
     def _texts(

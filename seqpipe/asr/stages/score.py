@@ -26,19 +26,10 @@ from seqpipe.data.asr_datasets import read_manifest
 from seqpipe.data.text import read_lines
 from seqpipe.errors import InputError
 
-ASR_METRICS = ("wer", "cer")
-
-
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.recipe.score
     prep, dec = ctx.inputs["prepare"].path, ctx.inputs["decode"].path
-    metrics = [m for m in cfg.metrics if m in ASR_METRICS]
-    if not metrics:
-        ctx.log.info(
-            "score    score.metrics has no ASR metric (%s): scoring wer and cer",
-            ", ".join(cfg.metrics),
-        )
-        metrics = list(ASR_METRICS)
+    metrics = list(cfg.metrics) or ["wer", "cer"]
     out: dict[str, Any] = {"task": "asr", "splits": {}}
     for hyp_file in sorted(dec.glob("*.hyp")):
         split = hyp_file.name[: -len(".hyp")]
@@ -58,28 +49,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
             )
         res = score_asr([refs[u] for u in ids], hyps, ids, normalization=cfg.asr_normalization)
         write_error_report(res, ctx.out / f"{split}.errors.txt")
-        wc, cc = res["word_counts"], res["char_counts"]
         entry: dict[str, Any] = {"sentences": len(ids)}
-        if "wer" in metrics:
-            entry["wer"] = {
-                "score": round(100 * res["wer"], 2),
-                "normalization": res["normalization"],
-                "errors": wc["errors"],
-                "ref_words": res["num_ref_words"],
-                "substitutions": wc["substitutions"],
-                "insertions": wc["insertions"],
-                "deletions": wc["deletions"],
-            }
-        if "cer" in metrics:
-            entry["cer"] = {
-                "score": round(100 * res["cer"], 2),
-                "normalization": res["normalization"],
-                "errors": cc["errors"],
-                "ref_chars": res["num_ref_chars"],
-                "substitutions": cc["substitutions"],
-                "insertions": cc["insertions"],
-                "deletions": cc["deletions"],
-            }
+        for m, unit in (("wer", "words"), ("cer", "chars")):
+            if m in metrics:
+                counts = res[f"{unit[:-1]}_counts"]
+                entry[m] = {
+                    "score": round(100 * res[m], 2),
+                    "normalization": res["normalization"],
+                    "errors": counts["errors"],
+                    f"ref_{unit}": res[f"num_ref_{unit}"],
+                    **{k: counts[k] for k in ("substitutions", "insertions", "deletions")},
+                }
         entry["utterances_with_errors"] = sum(1 for r in res["utterances"] if r["errors"])
         pass1 = dec / f"{split}.pass1"
         if pass1.is_file():  # decode.adapt: the first pass, before adapting to each speaker
