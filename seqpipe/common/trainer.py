@@ -328,12 +328,11 @@ class Trainer:
         self.model.train()
         # for the cosine schedule: its length in updates
         self.total_steps = cfg.max_steps or cfg.max_epochs * max(1, self.task.num_batches_hint())
-        budget = cfg.max_minutes * 60 if cfg.max_minutes else None
         from tqdm import tqdm
 
-        show_bar = cfg.progress and self.is_main and sys.stderr.isatty()
-        last_ckpt = time.time()
-        window_tokens, window_time, window_loss, window_n = 0, 0.0, 0.0, 0
+        self._show_bar = cfg.progress and self.is_main and sys.stderr.isatty()
+        self._last_ckpt = time.time()
+        self._window = [0, 0.0, 0.0, 0]  # tokens, seconds, summed loss, updates since the log
         stop = False
         while not stop and st.epoch < cfg.max_epochs:
             batches = self.task.batches(st.epoch)
@@ -344,71 +343,11 @@ class Trainer:
                 total=len(batches),
                 initial=st.pos,
                 desc=f"epoch {st.epoch + 1}",
-                disable=not show_bar,
+                disable=not self._show_bar,
                 leave=False,
                 dynamic_ncols=True,
             )
-            while st.pos < len(batches):
-                t0 = time.perf_counter()
-                batch = self.task.collate(batches[st.pos], self.device)
-                ok, loss_value = self._update(batch)
-                st.pos += 1
-                dt = time.perf_counter() - t0
-                st.elapsed += dt
-                if ok:
-                    st.step += 1
-                    tokens = batch.real_tokens * self.world
-                    st.train_tokens += tokens
-                    window_tokens += tokens
-                    window_time += dt
-                    window_loss += loss_value
-                    window_n += 1
-                bar.update(1)
-                if window_n and (st.step % cfg.log_every == 0 or st.pos == len(batches)):
-                    loss = window_loss / window_n
-                    rec = {
-                        "step": st.step,
-                        "epoch": st.epoch + 1,
-                        "loss": loss,
-                        "ppl": math.exp(min(loss, 50)),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "tok_s": window_tokens / max(window_time, 1e-9),
-                        "elapsed": round(st.elapsed, 2),
-                    }
-                    self._metric(rec)
-                    bar.set_postfix(
-                        loss=f"{loss:.3f}", ppl=f"{rec['ppl']:.1f}", tok_s=f"{rec['tok_s']:.0f}"
-                    )
-                    if not show_bar and self.is_main:
-                        self.log.info(
-                            "train    epoch %d step %d  loss %.3f  ppl %.1f  %.0f tok/s  lr %.2e",
-                            st.epoch + 1,
-                            st.step,
-                            loss,
-                            rec["ppl"],
-                            rec["tok_s"],
-                            rec["lr"],
-                        )
-                    window_tokens, window_time, window_loss, window_n = 0, 0.0, 0.0, 0
-                out_of_time = budget is not None and st.elapsed >= budget
-                if budget is not None and self.world > 1:  # every rank stops at the same step
-                    flag = torch.tensor([float(out_of_time)])
-                    dist.broadcast(flag, 0)
-                    out_of_time = bool(flag.item())
-                out_of_steps = cfg.max_steps is not None and st.step >= cfg.max_steps
-                if ok and (st.step % cfg.valid_every == 0 or out_of_time or out_of_steps):
-                    stop = self._validate()
-                    self.save()
-                    last_ckpt = time.time()
-                elif time.time() - last_ckpt > 120:
-                    self.save()
-                    last_ckpt = time.time()
-                if out_of_time:
-                    st.stop_reason, stop = f"time budget of {cfg.max_minutes} min reached", True
-                if out_of_steps:
-                    st.stop_reason, stop = f"max_steps {cfg.max_steps} reached", True
-                if stop:
-                    break
+            stop = self._epoch(batches, bar)
             bar.close()
             if not stop:
                 st.epoch += 1
@@ -416,13 +355,88 @@ class Trainer:
                 if st.step and (st.step % cfg.valid_every):
                     stop = self._validate()
                 self.save()
-                last_ckpt = time.time()
+                self._last_ckpt = time.time()
         if not st.stop_reason:
             st.stop_reason = f"max_epochs {cfg.max_epochs} reached"
         st.finished = True
         self.save()
         self.log.info("train    finished at step %d: %s", st.step, st.stop_reason)
         return st
+
+    def _epoch(self, batches: list[Any], bar: Any) -> bool:
+        """The rest of this epoch's batches from ``state.pos``; True when training stops."""
+        st, w = self.state, self._window
+        while st.pos < len(batches):
+            t0 = time.perf_counter()
+            batch = self.task.collate(batches[st.pos], self.device)
+            ok, loss_value = self._update(batch)
+            st.pos += 1
+            dt = time.perf_counter() - t0
+            st.elapsed += dt
+            if ok:
+                st.step += 1
+                tokens = batch.real_tokens * self.world
+                st.train_tokens += tokens
+                w[0], w[1], w[2], w[3] = w[0] + tokens, w[1] + dt, w[2] + loss_value, w[3] + 1
+            bar.update(1)
+            if w[3] and (st.step % self.cfg.log_every == 0 or st.pos == len(batches)):
+                self._log_window(bar)
+            if self._after_update(ok):
+                return True
+        return False
+
+    def _log_window(self, bar: Any) -> None:
+        """A metrics.jsonl record (and a log line without a bar) for the updates since the
+        last one."""
+        st, (tokens, seconds, loss_sum, n) = self.state, self._window
+        loss = loss_sum / n
+        rec = {
+            "step": st.step,
+            "epoch": st.epoch + 1,
+            "loss": loss,
+            "ppl": math.exp(min(loss, 50)),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tok_s": tokens / max(seconds, 1e-9),
+            "elapsed": round(st.elapsed, 2),
+        }
+        self._metric(rec)
+        bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{rec['ppl']:.1f}", tok_s=f"{rec['tok_s']:.0f}")
+        if not self._show_bar and self.is_main:
+            self.log.info(
+                "train    epoch %d step %d  loss %.3f  ppl %.1f  %.0f tok/s  lr %.2e",
+                st.epoch + 1,
+                st.step,
+                loss,
+                rec["ppl"],
+                rec["tok_s"],
+                rec["lr"],
+            )
+        self._window[:] = [0, 0.0, 0.0, 0]
+
+    def _after_update(self, ok: bool) -> bool:
+        """Validate and checkpoint when due; True when a budget, max_steps or early stopping
+        ends training."""
+        cfg, st = self.cfg, self.state
+        budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+        out_of_time = budget is not None and st.elapsed >= budget
+        if budget is not None and self.world > 1:  # every rank stops at the same step
+            flag = torch.tensor([float(out_of_time)])
+            dist.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        out_of_steps = cfg.max_steps is not None and st.step >= cfg.max_steps
+        stop = False
+        if ok and (st.step % cfg.valid_every == 0 or out_of_time or out_of_steps):
+            stop = self._validate()
+            self.save()
+            self._last_ckpt = time.time()
+        elif time.time() - self._last_ckpt > 120:
+            self.save()
+            self._last_ckpt = time.time()
+        if out_of_time:
+            st.stop_reason, stop = f"time budget of {cfg.max_minutes} min reached", True
+        if out_of_steps:
+            st.stop_reason, stop = f"max_steps {cfg.max_steps} reached", True
+        return stop
 
     def _update(self, batch: Batch) -> tuple[bool, float]:
         cfg, st = self.cfg, self.state

@@ -26,6 +26,7 @@ from seqpipe.data.asr_datasets import read_manifest
 from seqpipe.data.text import read_lines
 from seqpipe.errors import InputError
 
+
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.recipe.score
     prep, dec = ctx.inputs["prepare"].path, ctx.inputs["decode"].path
