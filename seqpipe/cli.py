@@ -194,97 +194,49 @@ def config(recipe: str, overrides: tuple[str, ...]) -> None:
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".mp3", ".opus", ".aiff", ".aif")
 
 
+_CHECKPOINTS = click.Choice(["best", "last", "averaged"])
+_SET_OPTION = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override (repeatable)."
+)
+_DECODE_OPTIONS = [  # (flags, click.option keywords); "recipe's": the recipe's decode.* key
+    (
+        ("-o", "--output"),
+        dict(type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout"),
+    ),
+    (("--beam",), dict(type=int, help="Beam size (default: the recipe's).")),
+    (("--nbest",), dict(type=int, default=1, help="N best: LINE<TAB>RANK<TAB>SCORE<TAB>TEXT.")),
+    (("--search",), dict(help="MT: beam|greedy; ASR: ctc_greedy|ctc_beam|joint|beam|greedy|auto")),
+    (("--alpha",), dict(type=float, help="GNMT length penalty (default: the recipe's).")),
+    (("--batch-tokens",), dict(type=int, help="Source tokens (ASR: frames) per batch.")),
+    (("--shortlist",), dict(type=int, metavar="K", help="MT: K lexical candidates a piece.")),
+    (("--checkpoint",), dict(type=_CHECKPOINTS, help="Which weights (default: the recipe's).")),
+    (("--quantize",), dict(type=click.Choice(["none", "int8"]), help="CPU: int8 weights.")),
+    (("--device",), dict(help="cpu | cuda | cuda:N | auto (default: the recipe's).")),
+    (("--threads",), dict(type=int, help="torch CPU threads (default: the recipe's).")),
+    (("--progress/--no-progress",), dict(default=None, help="Progress bar on stderr.")),
+    (("--chunk-lines",), dict(type=click.IntRange(min=1), hidden=True)),  # memory tests
+]
+
+
 def _decode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    opts = [
-        click.option(
-            "-o",
-            "--output",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Write here (default: stdout).",
-        ),
-        click.option(
-            "--beam", type=int, help="Beam size (default: the recipe's decode.beam_size)."
-        ),
-        click.option(
-            "--nbest",
-            type=int,
-            default=1,
-            show_default=True,
-            help="Output the N best: lines LINE<TAB>RANK<TAB>SCORE<TAB>TEXT.",
-        ),
-        click.option(
-            "--search",
-            help="beam | greedy (MT); ctc_greedy | ctc_beam | joint | beam | "
-            "greedy (ASR). Default: the recipe's decode.search.",
-        ),
-        click.option("--alpha", type=float, help="GNMT length penalty (default: the recipe's)."),
-        click.option(
-            "--batch-tokens",
-            type=int,
-            help="Source tokens (ASR: frames) per batch (default: the recipe's).",
-        ),
-        click.option(
-            "--shortlist",
-            type=int,
-            metavar="K",
-            help="MT: decode over a lexical shortlist, K target candidates per source "
-            "piece plus the frequent ones (0 = off; default: the recipe's).",
-        ),
-        click.option(
-            "--checkpoint",
-            type=click.Choice(["best", "last", "averaged"]),
-            help="Which weights (default: the recipe's decode.checkpoint).",
-        ),
-        click.option(
-            "--quantize",
-            type=click.Choice(["none", "int8"]),
-            help="CPU: int8 dynamic quantization of the weights (default: the recipe's "
-            "decode.quantize).",
-        ),
-        click.option("--device", help="cpu | cuda | cuda:N | auto (default: the recipe's)."),
-        click.option("--threads", type=int, help="torch CPU threads (default: the recipe's)."),
-        click.option(
-            "--set",
-            "overrides",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Recipe override when MODEL is a recipe (repeatable).",
-        ),
-        click.option(
-            "--progress/--no-progress",
-            default=None,
-            help="Progress bar on stderr (default: when stderr is a terminal).",
-        ),
-        click.option(
-            "--chunk-lines",
-            type=click.IntRange(min=1),
-            hidden=True,
-            help="Inputs read and decoded per chunk (memory; tests).",
-        ),
-        _workspace_option,
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    """The options of decode, translate and transcribe."""
+    for flags, kw in reversed(_DECODE_OPTIONS):
+        fn = click.option(*flags, **kw)(fn)
+    return _SET_OPTION(_workspace_option(fn))
 
 
 def _text_lines(inputs: tuple[str, ...]):
     """Lines of the input files (``-``: stdin), without line ends; invalid UTF-8 names the
     file and line. Read lazily: memory does not grow with the input."""
+    from seqpipe.data.text import decode_lines
+
     for name in inputs:
         label = "<stdin>" if name == "-" else name
         if name != "-" and not Path(name).is_file():
             raise InputError(f"{name}: file not found")
         f = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
         try:
-            for i, raw in enumerate(f, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(
-                        f"{label}:{i}: invalid UTF-8 (column {exc.start + 1})"
-                    ) from None
-                yield text.rstrip("\r\n")
+            yield from decode_lines(f, label)
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
@@ -305,12 +257,6 @@ def _use_model(
     *,
     want: str | None,
     output: Path | None,
-    beam: int | None,
-    nbest: int,
-    search: str | None,
-    alpha: float | None,
-    batch_tokens: int | None,
-    shortlist: int | None,
     checkpoint: str | None,
     quantize: str | None,
     device: str | None,
@@ -319,23 +265,13 @@ def _use_model(
     progress: bool | None,
     chunk_lines: int | None,
     workspace: Path,
+    **asked: Any,
 ) -> None:
-    import os
 
     from seqpipe.common.settings import DecodeSettings
     from seqpipe.use.api import Model, resolve_model
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            _init_gloo()
-        if (device in (None, "auto", "cuda")) and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        threads = threads or 1
+    world, rank, device, threads = _join_ranks(device, threads)
     try:
         # what can be checked without loading torch and the model is checked first
         src = resolve_model(model, workspace, overrides)
@@ -343,14 +279,6 @@ def _use_model(
             cmd = "transcribe" if src.task == "asr" else "translate"
             kind = "a speech recognition" if src.task == "asr" else "a translation"
             raise InputError(f"{model} is {kind} model: use `seqpipe {cmd}` (or `seqpipe decode`)")
-        asked = dict(
-            beam=beam,
-            nbest=nbest,
-            search=search,
-            alpha=alpha,
-            batch_tokens=batch_tokens,
-            shortlist=shortlist,
-        )
         DecodeSettings.from_config(src.decode_cfg).override(**asked).check(src.task)
         for name in inputs:
             if name != "-" and not Path(name).is_file():
@@ -380,6 +308,25 @@ def _use_model(
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _join_ranks(device: str | None, threads: int | None) -> tuple[int, int, str | None, int | None]:
+    """Under torchrun: join the process group; each rank decodes on its own GPU (or one CPU
+    thread). :return: world size, rank, device, threads"""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            _init_gloo()
+        if (device in (None, "auto", "cuda")) and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        threads = threads or 1
+    return world, rank, device, threads
 
 
 def _init_gloo() -> None:
@@ -551,18 +498,8 @@ _add_use_help(transcribe, "audio files, or text files listing one audio path a l
     type=click.Path(dir_okay=False, path_type=Path),
     help="The model file to write (e.g. model.spt).",
 )
-@click.option(
-    "--checkpoint",
-    type=click.Choice(["best", "last", "averaged"]),
-    help="Which weights (default: the recipe's decode.checkpoint).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Recipe override when MODEL is a recipe (repeatable).",
-)
+@click.option("--checkpoint", type=_CHECKPOINTS, help="Which weights (default: the recipe's).")
+@_SET_OPTION
 @_workspace_option
 @handle_errors
 def export(

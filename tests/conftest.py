@@ -22,6 +22,21 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.g
 # else shares the 2 cores. Benchmarks (make bench) use the configured threads instead.
 torch.set_num_threads(1)
 
+# mt_small shrunk to seconds: 400 training pairs, 32-unit GRUs, one thread
+TINY_MT = [
+    "data.max_train_lines=400",
+    "data.max_eval_lines=40",
+    "tokenize.vocab_size=300",
+    "model.emb_size=32",
+    "model.hidden_size=32",
+    "train.max_tokens=1500",
+    "train.max_minutes=null",
+    "train.progress=false",
+    "decode.beam_size=3",
+    "train.threads=1",
+    "decode.threads=1",
+]
+
 
 def run_cli(
     *args: str,

@@ -29,7 +29,6 @@ from seqpipe.asr.features import (
 from seqpipe.data.asr_datasets import (
     DIGIT_WORDS,
     DatasetError,
-    UnsafeArchiveError,
     Utterance,
     build_connected_digits,
     extract_once,
@@ -39,9 +38,9 @@ from seqpipe.data.asr_datasets import (
     load_librispeech,
     load_tsv,
     load_yesno,
-    safe_extract_tar,
 )
 from seqpipe.data.audio import AudioError, read_audio
+from seqpipe.data.registry import UnsafeArchiveError, safe_extract_tar
 from seqpipe.models.frontends import Conv2dSubsampling, PyramidalBiLSTMEncoder, PyramidalReduce
 
 torch.set_num_threads(1)

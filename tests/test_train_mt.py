@@ -16,24 +16,10 @@ import torch
 from seqpipe.core.pipeline import Pipeline
 from seqpipe.core.recipe import load_recipe
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, TINY_MT, run_cli
 
 RECIPE = str(REPO / "recipes" / "mt_small.yaml")
-TINY = [
-    "data.max_train_lines=400",
-    "data.max_eval_lines=40",
-    "tokenize.vocab_size=300",
-    "model.emb_size=32",
-    "model.hidden_size=32",
-    "train.max_tokens=1500",
-    "train.valid_every=10",
-    "train.log_every=5",
-    "train.max_minutes=null",
-    "train.progress=false",
-    "decode.beam_size=3",
-    "train.threads=1",
-    "decode.threads=1",
-]
+TINY = [*TINY_MT, "train.valid_every=10", "train.log_every=5"]
 
 
 def _train_dir(ws: Path, *ov: str) -> Path:

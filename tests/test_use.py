@@ -17,23 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, TINY_MT, run_cli
 
 RECIPE = str(REPO / "recipes" / "mt_small.yaml")
 TINY = [
-    "data.max_train_lines=400",
-    "data.max_eval_lines=40",
-    "tokenize.vocab_size=300",
-    "model.emb_size=32",
-    "model.hidden_size=32",
-    "train.max_tokens=1500",
+    *TINY_MT,
     "train.valid_every=50",
     "train.log_every=50",
-    "train.max_minutes=null",
-    "train.progress=false",
-    "decode.beam_size=3",
-    "train.threads=1",
-    "decode.threads=1",
     "train.max_steps=100",
     "train.lr=0.01",  # enough for varied, non-empty (if poor) translations
 ]
@@ -375,46 +365,16 @@ def test_report(ws: Path):
 
 
 def test_sweep_variants_and_bad_grids(tmp_path: Path):
-    proc = run_cli(
-        "sweep",
-        RECIPE,
-        "--random",
-        "4",
-        "--grid",
-        "train.lr=1e-4:1e-3",
-        "--grid",
-        "model.cell=gru,lstm",
-        "--grid",
-        "model.hidden_size=16:64",
-        "--seed",
-        "3",
-        "--dry-run",
-        cwd=tmp_path,
-        check=True,
-    )
+    grids = ["--grid", "train.lr=1e-4:1e-3", "--grid", "model.cell=gru,lstm"]
+    args = [*grids, "--grid", "model.hidden_size=16:64", "--seed", "3", "--dry-run"]
+    proc = run_cli("sweep", RECIPE, "--random", "4", *args, cwd=tmp_path, check=True)
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert len(rows) == 4 and len({r[0] for r in rows}) == 4
     for _, label in rows:
         ov = dict(kv.split("=") for kv in label.split())
         assert 1e-4 <= float(ov["train.lr"]) <= 1e-3 and ov["model.cell"] in ("gru", "lstm")
         assert 16 <= int(ov["model.hidden_size"]) <= 64
-    again = run_cli(
-        "sweep",
-        RECIPE,
-        "--random",
-        "4",
-        "--grid",
-        "train.lr=1e-4:1e-3",
-        "--grid",
-        "model.cell=gru,lstm",
-        "--grid",
-        "model.hidden_size=16:64",
-        "--seed",
-        "3",
-        "--dry-run",
-        cwd=tmp_path,
-        check=True,
-    )
+    again = run_cli("sweep", RECIPE, "--random", "4", *args, cwd=tmp_path, check=True)
     assert again.stdout == proc.stdout  # seeded
     grid = run_cli(
         "sweep",

@@ -153,10 +153,6 @@ class ASRScoreConfig(Section):
     asr_normalization: str = "lower,strip_punct,collapse_space"
 
 
-def _prepare_extra(recipe: Any) -> Any:
-    return data_fingerprint(recipe)
-
-
 class ASRRecipe(Recipe):
     task: Literal["asr"] = "asr"
     data: ASRDataConfig = Field(default_factory=ASRDataConfig)
@@ -167,14 +163,16 @@ class ASRRecipe(Recipe):
     decode: ASRDecodeConfig = Field(default_factory=ASRDecodeConfig)
     score: ASRScoreConfig = Field(default_factory=ASRScoreConfig)
 
-    def stage_graph(self) -> list[StageSpec]:
-        m = "seqpipe.asr.stages."
-        # adapting to each speaker (decode.adapt) reads the speakers from the prepare manifest
+    def data_fingerprint(self) -> Any:
+        return data_fingerprint(self)
+
+    def task_stages(self, m: str) -> list[StageSpec]:
+        # validation decodes (attention arch: greedily, with decode's length limits) and
+        # scores with score's normalisation; adapting to each speaker (decode.adapt) reads the
+        # speakers from the prepare manifest
+        valid = ("decode.max_len_a", "decode.max_len_b", "score.asr_normalization")
         speakers = ("prepare",) if self.decode.adapt != "none" else ()
         return [
-            StageSpec(
-                "prepare", 2, m + "prepare", ("task", "seed", "data"), (), extra_key=_prepare_extra
-            ),
             StageSpec(
                 "features",
                 2,
@@ -186,15 +184,13 @@ class ASRRecipe(Recipe):
                 "train",
                 2,
                 m + "train",
-                # validation of the attention arch decodes with decode's length limits
-                ("task", "seed", "model", "train", "decode.max_len_a", "decode.max_len_b"),
+                ("task", "seed", "model", "train", *valid),
                 ("features",),
                 resumable=True,
             ),
             StageSpec(
                 "decode", 2, m + "decode", ("task", "decode"), ("features", "train") + speakers
             ),
-            StageSpec("score", 2, m + "score", ("task", "score"), ("prepare", "decode")),
         ]
 
 

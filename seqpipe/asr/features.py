@@ -8,7 +8,7 @@ On-disk layout written by :func:`compute_features_parallel` (read by :class:`Fea
                           "num_mel_bins": 80, "sample_rate": 16000, ...}
     out_dir/cmvn.json    {"mean": [...], "std": [...], "num_frames": N}  (global CMVN, optional)
 
-The stage wrapper (``seqpipe/stages/features.py``) decides which utterances and settings;
+The stage (``seqpipe/asr/stages/features.py``) decides which utterances and settings;
 this module only computes and stores.
 """
 
@@ -31,19 +31,6 @@ from tqdm import tqdm
 
 from seqpipe.data.asr_datasets import Utterance
 from seqpipe.data.audio import audio_info, read_audio, resample
-
-__all__ = [
-    "fbank",
-    "num_fbank_frames",
-    "speed_perturb",
-    "load_wave",
-    "compute_features_parallel",
-    "FeatureStore",
-    "save_cmvn",
-    "load_cmvn",
-    "apply_cmvn",
-    "SpecAugment",
-]
 
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0

@@ -13,6 +13,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jiwer
 
@@ -108,37 +109,16 @@ def score_asr(
             cc[key] = int(getattr(chars, key))
         for i, chunks in enumerate(words.alignments):
             r_words, h_words = words.references[i], words.hypotheses[i]
-            s = d = n_ins = 0
-            pieces = []
-            for c in chunks:
-                r_seg = r_words[c.ref_start_idx : c.ref_end_idx]
-                h_seg = h_words[c.hyp_start_idx : c.hyp_end_idx]
-                if c.type == "equal":
-                    pieces.extend(r_seg)
-                elif c.type == "substitute":
-                    s += len(r_seg)
-                    for a, b in zip(r_seg, h_seg, strict=True):
-                        subs[(a, b)] += 1
-                        pieces.append(f"({a}->{b})")
-                elif c.type == "delete":
-                    d += len(r_seg)
-                    for a in r_seg:
-                        dels[a] += 1
-                        pieces.append(f"({a}->*)")
-                elif c.type == "insert":
-                    n_ins += len(h_seg)
-                    for b in h_seg:
-                        ins[b] += 1
-                        pieces.append(f"(*->{b})")
+            n, pieces = _align_row(chunks, r_words, h_words, subs, ins, dels)
             rows.append(
                 dict(
                     id=str(utt_ids[i]),
                     ref=norm_refs[i],
                     hyp=norm_hyps[i],
-                    S=s,
-                    I=n_ins,
-                    D=d,
-                    errors=s + n_ins + d,
+                    S=n["S"],
+                    I=n["I"],
+                    D=n["D"],
+                    errors=n["S"] + n["I"] + n["D"],
                     ref_words=len(r_words),
                     alignment=" ".join(pieces),
                 )
@@ -163,6 +143,36 @@ def score_asr(
             "deletions": [[w, n] for w, n in _top(dels)],
         },
     }
+
+
+def _align_row(
+    chunks: Any, r_words: list[str], h_words: list[str], subs: Counter, ins: Counter, dels: Counter
+) -> tuple[dict[str, int], list[str]]:
+    """One utterance's jiwer alignment: its S/I/D counts and ``(ref->hyp)`` pieces; the
+    confusion counters are updated."""
+    n = {"S": 0, "I": 0, "D": 0}
+    pieces: list[str] = []
+    for c in chunks:
+        r_seg = r_words[c.ref_start_idx : c.ref_end_idx]
+        h_seg = h_words[c.hyp_start_idx : c.hyp_end_idx]
+        if c.type == "equal":
+            pieces.extend(r_seg)
+        elif c.type == "substitute":
+            n["S"] += len(r_seg)
+            for a, b in zip(r_seg, h_seg, strict=True):
+                subs[(a, b)] += 1
+                pieces.append(f"({a}->{b})")
+        elif c.type == "delete":
+            n["D"] += len(r_seg)
+            for a in r_seg:
+                dels[a] += 1
+                pieces.append(f"({a}->*)")
+        elif c.type == "insert":
+            n["I"] += len(h_seg)
+            for b in h_seg:
+                ins[b] += 1
+                pieces.append(f"(*->{b})")
+    return n, pieces
 
 
 def _top(counter: Counter) -> list:

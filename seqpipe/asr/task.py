@@ -1,6 +1,17 @@
-"""The ASR task for the trainer: training rows (utterance x speed) of the features artifact,
-batches with CMVN and SpecAugment, the CTC / attention / joint loss, and greedy WER on the
-valid split. Speaker adaptation (:mod:`seqpipe.asr.adapt`) reuses its batches and loss."""
+"""The ASR task for the trainer, and the loss that speaker adaptation (:mod:`seqpipe.asr.adapt`)
+reuses.
+
+Training rows are (utterance x speed) of the features artifact. Batches hold at most
+``train.max_tokens`` real feature frames + target tokens, normalised as at decoding time, with
+``train.spec_augment`` masks (2 frequency bands of up to 27/80 of the bins, 2 time spans of up
+to 5 % of the utterance) from the checkpointed torch RNG. Loss per batch, summed (the trainer
+divides by ``n_targets``): ``ctc`` CTC; ``attention`` label-smoothed cross-entropy;
+``ctc_attention`` ``(1 - train.ctc_weight) * attention + train.ctc_weight * ctc``. Utterances too
+short for the front end, or (CTC) with fewer encoder frames than the target needs, are left out
+(counted in ``train.json``). Validation: greedy WER (%) on the valid split — CTC best path for
+``ctc`` and ``ctc_attention`` (whose attention branch aligns later), attention greedy for
+``attention`` — and the loss.
+"""
 
 from __future__ import annotations
 

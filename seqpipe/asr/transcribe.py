@@ -1,18 +1,7 @@
-"""Loading a trained ASR model and transcribing features in length-sorted batches.
-
-Shared by the decode stage, validation during training and the Python API, so all give the
-same output for the same settings. Searches (``decode.search``):
-
-=============  ===========================================  ==========================
-``ctc_greedy``  best path of the CTC head                    arch ctc, ctc_attention
-``ctc_beam``    CTC prefix beam search                       arch ctc, ctc_attention
-``greedy``      attention decoder, greedy                    arch attention, ctc_attention
-``beam``        attention decoder, beam search               arch attention, ctc_attention
-``joint``       attention beam search + CTC prefix scores    arch ctc_attention
-=============  ===========================================  ==========================
-
-``auto`` picks ``ctc_greedy`` / ``beam`` / ``joint`` for ``ctc`` / ``attention`` / ``ctc_attention``.
-"""
+"""Transcribing features in length-sorted batches with any ASR search (the search names and
+the archs they need: :mod:`seqpipe.common.settings`), and the feature normalisation that
+training, the decode stage and the API share, so all give the same output for the same
+settings."""
 
 from __future__ import annotations
 
@@ -28,7 +17,7 @@ import torch
 from seqpipe.asr.ctc_search import ctc_greedy, ctc_prefix_beam_search, ctc_rescore
 from seqpipe.asr.features import load_cmvn
 from seqpipe.common.batching import decode_batches
-from seqpipe.common.search import beam_search, greedy_search
+from seqpipe.common.search import decode_batch
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble, pad_features
 from seqpipe.models.ctc import CTCSearchScorer
@@ -76,21 +65,8 @@ def _search_batch(
     if s.search in ("ctc_greedy", "ctc_beam"):
         _, _, hyps, scores = _ctc_search(model, x, x_len, s.search, s.beam_size)
         return [[(h, sc)] for h, sc in zip(hyps, scores, strict=True)]
-    if s.greedy:
-        return [[(h, 0.0)] for h in greedy_search(model, x, x_len, s.max_len_a, s.max_len_b)]
     scorer = CTCSearchScorer(model.ctc_head) if s.search == "joint" else None
-    return beam_search(
-        model,
-        x,
-        x_len,
-        beam_size=s.beam_size,
-        alpha=s.alpha,
-        max_len_a=s.max_len_a,
-        max_len_b=s.max_len_b,
-        nbest=s.nbest,
-        prefix_scorer=scorer,
-        ctc_weight=s.ctc_weight if scorer is not None else 0.0,
-    )
+    return decode_batch(model, x, x_len, s, prefix_scorer=scorer)
 
 
 def _ctc_search(
@@ -149,6 +125,19 @@ def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | 
         else "none"
     )
     return cmvn, utterance
+
+
+def feature_settings(feat_dir: Path) -> dict[str, Any]:
+    """What decoding new audio needs of a features artifact: ``num_mel_bins``, ``sample_rate``,
+    ``cmvn`` (mean, std or None) and ``utterance_norm`` (:func:`read_normalization`)."""
+    stats = json.loads((Path(feat_dir) / "stats.json").read_text("utf-8"))
+    cmvn, utterance = read_normalization(feat_dir)
+    return {
+        "num_mel_bins": int(stats["num_mel_bins"]),
+        "sample_rate": int(stats["sample_rate"]),
+        "cmvn": cmvn,
+        "utterance_norm": utterance,
+    }
 
 
 def make_normalizer(

@@ -83,6 +83,20 @@ def load_trained(
     return model, spec
 
 
+def load_for_decoding(train_dir: Path, cfg: Any) -> tuple[nn.Module, dict[str, Any], torch.device]:
+    """A decode stage's model: on ``decode.device`` (CPU: ``decode.threads`` torch threads),
+    from ``decode.checkpoint``, int8 with ``decode.quantize``. :return: model, spec, device"""
+    from seqpipe.common.trainer import pick_device
+
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    model, spec = load_trained(train_dir, cfg.checkpoint, device)
+    if cfg.quantize == "int8":
+        model = quantize_int8(model, device)
+    return model, spec, device
+
+
 QUANTIZE_CHOICES = ("none", "int8")
 
 

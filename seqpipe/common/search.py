@@ -348,3 +348,31 @@ def beam_search(
         hyps = sorted(hyps, key=lambda h: h[1], reverse=True)[:nbest]
         results.append(hyps if hyps else [([], float("-inf"))])
     return results
+
+
+def decode_batch(
+    model: nn.Module,
+    src: Tensor,
+    src_len: Tensor,
+    s: Any,
+    vocab: VocabSubset | None = None,
+    prefix_scorer: PrefixScorer | None = None,
+) -> list[list[Hypothesis]]:
+    """One padded batch through greedy or beam search as the decoding settings ``s``
+    (:class:`seqpipe.common.settings.DecodeSettings`) say: n-best lists in batch order."""
+    if s.greedy:
+        hyps = greedy_search(model, src, src_len, s.max_len_a, s.max_len_b, vocab=vocab)
+        return [[(h, 0.0)] for h in hyps]
+    return beam_search(
+        model,
+        src,
+        src_len,
+        beam_size=s.beam_size,
+        alpha=s.alpha,
+        max_len_a=s.max_len_a,
+        max_len_b=s.max_len_b,
+        nbest=s.nbest,
+        vocab=vocab,
+        prefix_scorer=prefix_scorer,
+        ctc_weight=s.ctc_weight if prefix_scorer is not None else 0.0,
+    )

@@ -176,7 +176,30 @@ class Recipe(Section):
         return self.seed if self.train.seed is None else self.train.seed
 
     def stage_graph(self) -> list[StageSpec]:
-        """The stages of this recipe, in order (each task defines its own)."""
+        """The stages of this recipe, in order: prepare, the task's own, score. A stage's
+        key hashes what it reads (``sections``) and its inputs' keys."""
+        from seqpipe.core.stage import StageSpec
+
+        m = f"seqpipe.{self.task}.stages."
+        return [
+            StageSpec(
+                "prepare",
+                2,
+                m + "prepare",
+                ("task", "seed", "data"),
+                (),
+                extra_key=lambda r: r.data_fingerprint(),
+            ),
+            *self.task_stages(m),
+            StageSpec("score", 2, m + "score", ("task", "score"), ("prepare", "decode")),
+        ]
+
+    def task_stages(self, module_prefix: str) -> list[StageSpec]:
+        """The stages between prepare and score (each task has its own)."""
+        raise NotImplementedError
+
+    def data_fingerprint(self) -> Any:
+        """What identifies the input data (part of the prepare key)."""
         raise NotImplementedError
 
     # where the recipe came from (not part of the schema)
@@ -251,51 +274,33 @@ def _read_yaml(path: Path) -> tuple[str, dict[str, Any]]:
 
 
 def _task_of(raw: dict[str, Any], overrides: list[tuple[str, list[str], Any]], where: str) -> str:
+    """The recipe's task, an override of it included; one line if it names no task."""
     task = raw.get("task", "mt")
-    for _, parts, value in overrides:
+    for text, parts, value in overrides:
         if parts == ["task"]:
-            task = value
+            task, where = value, f"override {text!r}"
     if task not in TASKS:
         raise InputError(f"{where}: task: {task!r} is not a task; use {' or '.join(TASKS)}")
     return task
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str], task: str | None = None) -> str:
-    """Apply ``a.b=c`` overrides to the raw recipe dict (keys checked against the task's
-    schema); returns the task."""
-    parsed = [(text, *parse_override(text)) for text in overrides]
-    task = task or _task_of(raw, parsed, "recipe")
-    schema, hint = recipe_class(task), _other_task_hint(task)
-    for text, parts, value in parsed:
-        check_override_key(schema, text, parts, hint)
-        set_override(raw, text, parts, value)
-    return task
-
-
-def validate_recipe(raw: dict[str, Any], source: str, text: str = "") -> Recipe:
-    """Validate a raw recipe dict against its task's schema (InputError with one line)."""
-    lines = line_map(text)
-    task = raw.get("task", "mt")
-    if task not in TASKS:
-        where = f"{source}:{lines[('task',)]}" if ("task",) in lines else source
-        raise InputError(f"{where}: task: {task!r} is not a task; use {' or '.join(TASKS)}")
-    schema = recipe_class(task)
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as exc:
-        raise InputError(
-            format_errors(exc, source, lines, schema, _other_task_hint(task))
-        ) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe. Raises InputError with one readable line."""
+    """Read, override and validate a recipe. Raises InputError with one readable line: the
+    file and line, or the override, and the key."""
     path = Path(path)
     text, raw = _read_yaml(path)
+    lines = line_map(text)
     parsed = [(o, *parse_override(o)) for o in overrides or []]
-    task = _task_of(raw, parsed, str(path))
-    apply_overrides(raw, list(overrides or []), task)
-    recipe = validate_recipe(raw, str(path), text)
+    where = f"{path}:{lines[('task',)]}" if ("task",) in lines else str(path)
+    task = _task_of(raw, parsed, where)
+    schema, hint = recipe_class(task), _other_task_hint(task)
+    for o, parts, value in parsed:
+        check_override_key(schema, o, parts, hint)
+        set_override(raw, o, parts, value)
+    try:
+        recipe = schema.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(format_errors(exc, str(path), lines, schema, hint)) from None
     if not recipe.name:
         recipe.name = path.stem
     recipe._path = path.resolve()

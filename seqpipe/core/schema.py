@@ -6,7 +6,7 @@
   artifact) and :func:`newkey` — a key added after artifacts were cached, which enters a key only
   when set to something other than its default (the default reproduces the old behaviour, so
   adding it leaves existing artifacts valid). This is a property of the field, not a list.
-- ``a.b=c`` overrides (:func:`apply_overrides`), did-you-mean for unknown keys (with the names
+- ``a.b=c`` overrides (:func:`parse_override`), did-you-mean for unknown keys (with the names
   users bring from Joey NMT, fairseq and ESPnet), and one readable line per validation error
   naming the file and line (:func:`format_errors`).
 - Canonical JSON and its hash (:func:`hash_obj`) for cache keys.

@@ -35,26 +35,8 @@ from typing import Literal
 import numpy as np
 
 from seqpipe.data.audio import AudioError, audio_info, read_audio, write_audio
-from seqpipe.data.registry import UnsafeArchiveError, safe_extract_tar
+from seqpipe.data.registry import safe_extract_tar
 from seqpipe.errors import InputError
-
-__all__ = [
-    "Utterance",
-    "Utterances",
-    "DatasetError",
-    "UnsafeArchiveError",
-    "safe_extract_tar",
-    "extract_once",
-    "load_yesno",
-    "load_fsdd",
-    "build_connected_digits",
-    "load_an4",
-    "load_librispeech",
-    "load_kaldi_dir",
-    "load_tsv",
-    "write_tsv",
-    "DIGIT_WORDS",
-]
 
 OnError = Literal["skip", "stop"]
 
@@ -346,31 +328,7 @@ def build_connected_digits(
     unknown = set(num_utts) - {"train", "valid", "test"}
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}; use train, valid, test")
-    overlap = set(test_speakers) & set(valid_speakers)
-    if overlap:
-        raise ValueError(f"speakers in both test and valid: {sorted(overlap)}")
-    # (path, digit, speaker, take) of every recording; audio is read only when picked
-    rec_dir = _find_dir(fsdd_root, "recordings")
-    all_recs = [(p, *_parse_fsdd_name(p.stem)) for p in sorted(rec_dir.glob("*.wav"))]
-    if not all_recs:
-        raise DatasetError(f"{rec_dir}: no FSDD recordings")
-    all_speakers = sorted({r[2] for r in all_recs})
-    for spk in list(test_speakers) + list(valid_speakers):
-        if spk not in all_speakers:
-            raise ValueError(f"unknown FSDD speaker {spk!r}; known: {', '.join(all_speakers)}")
-    train_speakers = [s for s in all_speakers if s not in test_speakers and s not in valid_speakers]
-    if num_utts.get("train", 0) and not train_speakers:
-        raise ValueError("no speakers left for training")
-
-    pools: dict[str, list[tuple]] = {
-        "test": [r for r in all_recs if r[2] in test_speakers],
-        "valid": [r for r in all_recs if r[2] in valid_speakers],
-        "train": [r for r in all_recs if r[2] in train_speakers],
-    }
-    if not valid_speakers:
-        pools["valid"] = [r for r in pools["train"] if r[3] < 5]
-        pools["train"] = [r for r in pools["train"] if r[3] >= 5]
-
+    pools = _digit_pools(fsdd_root, num_utts, test_speakers, valid_speakers)
     out_dir = Path(out_dir)
     cache: dict[Path, np.ndarray] = {}
     result: dict[str, Utterances] = {}
@@ -378,11 +336,10 @@ def build_connected_digits(
         n = int(num_utts.get(split, 0))
         if n <= 0:
             continue
-        pool = pools[split]
-        if not pool:
+        if not pools[split]:
             raise ValueError(f"no FSDD recordings for split {split!r}")
         by_speaker: dict[str, list[tuple]] = {}
-        for r in pool:
+        for r in pools[split]:
             by_speaker.setdefault(r[2], []).append(r)
         speakers = sorted(by_speaker)
         rng = np.random.default_rng([seed, split_index])
@@ -410,6 +367,39 @@ def build_connected_digits(
         write_tsv(utts, out_dir / f"{split}.tsv")
         result[split] = Utterances(utts)
     return result
+
+
+def _digit_pools(
+    fsdd_root: str | Path,
+    num_utts: dict[str, int],
+    test_speakers: Sequence[str],
+    valid_speakers: Sequence[str],
+) -> dict[str, list[tuple]]:
+    """``{split: [(path, digit, speaker, take), ...]}`` of the FSDD recordings each split
+    draws from (audio is read only when picked)."""
+    overlap = set(test_speakers) & set(valid_speakers)
+    if overlap:
+        raise ValueError(f"speakers in both test and valid: {sorted(overlap)}")
+    rec_dir = _find_dir(fsdd_root, "recordings")
+    all_recs = [(p, *_parse_fsdd_name(p.stem)) for p in sorted(rec_dir.glob("*.wav"))]
+    if not all_recs:
+        raise DatasetError(f"{rec_dir}: no FSDD recordings")
+    all_speakers = sorted({r[2] for r in all_recs})
+    for spk in list(test_speakers) + list(valid_speakers):
+        if spk not in all_speakers:
+            raise ValueError(f"unknown FSDD speaker {spk!r}; known: {', '.join(all_speakers)}")
+    train_speakers = [s for s in all_speakers if s not in test_speakers and s not in valid_speakers]
+    if num_utts.get("train", 0) and not train_speakers:
+        raise ValueError("no speakers left for training")
+    pools: dict[str, list[tuple]] = {
+        "test": [r for r in all_recs if r[2] in test_speakers],
+        "valid": [r for r in all_recs if r[2] in valid_speakers],
+        "train": [r for r in all_recs if r[2] in train_speakers],
+    }
+    if not valid_speakers:
+        pools["valid"] = [r for r in pools["train"] if r[3] < 5]
+        pools["train"] = [r for r in pools["train"] if r[3] >= 5]
+    return pools
 
 
 def _pause(

@@ -40,20 +40,24 @@ def read_lines(path: Path | str, label: str | None = None) -> list[str]:
     label = label or str(path)
     if not path.is_file():
         raise InputError(f"{label}: file not found")
-    out = []
     try:
         with _open_binary(path) as f:
-            for i, raw in enumerate(f, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(
-                        f"{label}:{i}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-                    ) from None
-                out.append(text.rstrip("\r\n"))
+            return list(decode_lines(f, label))
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{label}: cannot read ({exc})") from None
-    return out
+
+
+def decode_lines(f: Iterable[bytes], label: str) -> Iterator[str]:
+    """UTF-8 lines without their line ends; invalid UTF-8 names ``label`` and the line."""
+    for i, raw in enumerate(f, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{label}:{i}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                f"{exc.start + 1})"
+            ) from None
+        yield text.rstrip("\r\n")
 
 
 def iter_tsv_pairs(data: bytes, label: str) -> Iterator[tuple[str, str]]:

@@ -29,22 +29,3 @@ from seqpipe.models.seq2seq import (
     count_parameters,
     label_smoothed_nll,
 )
-
-__all__ = [
-    "PAD_ID",
-    "UNK_ID",
-    "BOS_ID",
-    "EOS_ID",
-    "BahdanauAttention",
-    "LuongAttention",
-    "LocationAwareAttention",
-    "RecurrentEncoder",
-    "EncoderOutput",
-    "RecurrentDecoder",
-    "DecoderState",
-    "DecoderCache",
-    "Seq2Seq",
-    "build_model",
-    "count_parameters",
-    "label_smoothed_nll",
-]

@@ -40,7 +40,40 @@ def _as_steps(query: Tensor) -> tuple[Tensor, bool]:
     raise ValueError(f"attention query must be 2-D or 3-D, got shape {tuple(query.shape)}")
 
 
-class BahdanauAttention(nn.Module):
+class _Attention(nn.Module):
+    """The shared half: a query of one step or of several, scored, masked, softmaxed and
+    used to weight the values. A subclass gives :meth:`project_keys` and :meth:`scores`."""
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        mask: Tensor,
+        prev_weights: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """
+        :param query: batch x query_size (one step), or batch x steps x query_size
+        :param keys: batch x src_len x key dim (from :meth:`project_keys`)
+        :param values: batch x src_len x value_size
+        :param mask: batch x src_len, True = real position
+        :param prev_weights: batch x [steps x] src_len, the previous step's weights (location
+            attention only; its steps are the beams of one sentence, not time steps)
+        :return: context batch x [steps x] value_size, weights batch x [steps x] src_len
+        """
+        q, squeeze = _as_steps(query)
+        weights = masked_softmax(self.scores(q, keys, prev_weights), mask)
+        context = torch.bmm(weights, values)  # batch x steps x value
+        if squeeze:
+            return context.squeeze(1), weights.squeeze(1)
+        return context, weights
+
+    def scores(self, q: Tensor, keys: Tensor, prev_weights: Tensor | None) -> Tensor:
+        """batch x steps x query_size -> batch x steps x src_len (before masking)"""
+        raise NotImplementedError
+
+
+class BahdanauAttention(_Attention):
     """Additive (MLP) attention, Bahdanau et al. 2015: ``v^T tanh(W_q q + W_k k)``."""
 
     def __init__(self, query_size: int, key_size: int, attn_size: int) -> None:
@@ -53,34 +86,13 @@ class BahdanauAttention(nn.Module):
         """:param memory: batch x src_len x key_size -> batch x src_len x attn_size"""
         return self.key_layer(memory)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        mask: Tensor,
-        prev_weights: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """
-        :param query: batch x query_size, or batch x steps x query_size
-        :param keys: batch x src_len x attn_size (from :meth:`project_keys`)
-        :param values: batch x src_len x value_size
-        :param mask: batch x src_len, True = real position
-        :param prev_weights: unused
-        :return: context batch x [steps x] value_size, weights batch x [steps x] src_len
-        """
-        q, squeeze = _as_steps(query)
+    def scores(self, q: Tensor, keys: Tensor, prev_weights: Tensor | None) -> Tensor:
         q = self.query_layer(q)  # batch x steps x attn
         energy = torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1))  # batch x steps x src x attn
-        scores = self.energy_layer(energy).squeeze(-1)  # batch x steps x src
-        weights = masked_softmax(scores, mask)
-        context = torch.bmm(weights, values)  # batch x steps x value
-        if squeeze:
-            return context.squeeze(1), weights.squeeze(1)
-        return context, weights
+        return self.energy_layer(energy).squeeze(-1)  # batch x steps x src
 
 
-class LuongAttention(nn.Module):
+class LuongAttention(_Attention):
     """Multiplicative attention, Luong et al. 2015: ``q^T k`` (dot) or ``q^T W k`` (general).
 
     With a batch x steps x query_size query, all steps are scored by one batched matmul.
@@ -102,35 +114,14 @@ class LuongAttention(nn.Module):
         """:param memory: batch x src_len x key_size -> batch x src_len x query_size"""
         return memory if self.key_layer is None else self.key_layer(memory)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        mask: Tensor,
-        prev_weights: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """
-        :param query: batch x query_size, or batch x steps x query_size
-        :param keys: batch x src_len x query_size (from :meth:`project_keys`)
-        :param values: batch x src_len x value_size
-        :param mask: batch x src_len, True = real position
-        :param prev_weights: unused
-        :return: context batch x [steps x] value_size, weights batch x [steps x] src_len
-        """
-        q, squeeze = _as_steps(query)
-        scores = torch.bmm(q, keys.transpose(1, 2))  # batch x steps x src
-        weights = masked_softmax(scores, mask)
-        context = torch.bmm(weights, values)  # batch x steps x value
-        if squeeze:
-            return context.squeeze(1), weights.squeeze(1)
-        return context, weights
+    def scores(self, q: Tensor, keys: Tensor, prev_weights: Tensor | None) -> Tensor:
+        return torch.bmm(q, keys.transpose(1, 2))  # batch x steps x src
 
     def extra_repr(self) -> str:
         return f"score={self.score}"
 
 
-class LocationAwareAttention(nn.Module):
+class LocationAwareAttention(_Attention):
     """Location-aware attention, Chorowski et al. 2015 (attention-based ASR).
 
     ``e = v^T tanh(W_q q + W_k k + U (F * a_prev))``: the previous step's weights ``a_prev`` are
@@ -170,36 +161,16 @@ class LocationAwareAttention(nn.Module):
         m = mask.to(dtype)
         return m / m.sum(dim=1, keepdim=True)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        mask: Tensor,
-        prev_weights: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """
-        :param query: batch x query_size (one step), or batch x group x query_size: queries of
-            the same step that share a memory row (the beams of a sentence), each with its own
-            previous weights; steps of one sequence cannot be batched (each needs the last)
-        :param keys: batch x src_len x attn_size (from :meth:`project_keys`)
-        :param values: batch x src_len x value_size
-        :param mask: batch x src_len, True = real position
-        :param prev_weights: batch x [group x] src_len, previous step's weights (required)
-        :return: context batch x [group x] value_size, weights batch x [group x] src_len
-        """
+    def scores(self, q: Tensor, keys: Tensor, prev_weights: Tensor | None) -> Tensor:
+        """Steps here are queries of the same step that share a memory row (the beams of a
+        sentence), each with its own previous weights: the steps of one sequence cannot be
+        batched (each needs the last)."""
         if prev_weights is None:
             raise ValueError("LocationAwareAttention needs prev_weights")
-        q, squeeze = _as_steps(query)  # batch x group x query
         batch, group, _ = q.shape
         src_len = keys.size(1)
         loc = self.location_conv(prev_weights.reshape(batch * group, 1, src_len))  # b*g x C x src
         loc = self.location_layer(loc.transpose(1, 2)).view(batch, group, src_len, -1)
         q = self.query_layer(q).unsqueeze(2)  # batch x group x 1 x attn
         energy = torch.tanh(q + keys.unsqueeze(1) + loc)  # batch x group x src x attn
-        scores = self.energy_layer(energy).squeeze(-1)  # batch x group x src
-        weights = masked_softmax(scores, mask)
-        context = torch.bmm(weights, values)  # batch x group x value
-        if squeeze:
-            return context.squeeze(1), weights.squeeze(1)
-        return context, weights
+        return self.energy_layer(energy).squeeze(-1)  # batch x group x src

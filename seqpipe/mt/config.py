@@ -90,10 +90,6 @@ class MTScoreConfig(Section):
     lowercase: bool = False
 
 
-def _prepare_extra(recipe: Any) -> Any:
-    return data_fingerprint(recipe)
-
-
 class MTRecipe(Recipe):
     task: Literal["mt"] = "mt"
     data: MTDataConfig = Field(default_factory=MTDataConfig)
@@ -103,24 +99,23 @@ class MTRecipe(Recipe):
     decode: MTDecodeConfig = Field(default_factory=MTDecodeConfig)
     score: MTScoreConfig = Field(default_factory=MTScoreConfig)
 
-    def stage_graph(self) -> list[StageSpec]:
-        m = "seqpipe.mt.stages."
+    def data_fingerprint(self) -> Any:
+        return data_fingerprint(self)
+
+    def task_stages(self, m: str) -> list[StageSpec]:
+        # validation decodes greedily with decode's length limits
+        valid = ("decode.max_len_a", "decode.max_len_b")
         return [
-            StageSpec(
-                "prepare", 2, m + "prepare", ("task", "seed", "data"), (), extra_key=_prepare_extra
-            ),
             StageSpec("tokenize", 2, m + "tokenize", ("task", "seed", "tokenize"), ("prepare",)),
             StageSpec(
                 "train",
                 2,
                 m + "train",
-                # validation decodes greedily with decode's length limits
-                ("task", "seed", "model", "train", "decode.max_len_a", "decode.max_len_b"),
+                ("task", "seed", "model", "train", *valid),
                 ("prepare", "tokenize"),
                 resumable=True,
             ),
             StageSpec("decode", 3, m + "decode", ("task", "decode"), ("tokenize", "train")),
-            StageSpec("score", 2, m + "score", ("task", "score"), ("prepare", "decode")),
         ]
 
 

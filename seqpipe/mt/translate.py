@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from seqpipe.common.batching import decode_batches, pad_batch
-from seqpipe.common.search import beam_search, greedy_search
+from seqpipe.common.search import decode_batch
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.common.vocab import EOS_ID
 from seqpipe.mt.shortlist import LexicalShortlist
@@ -52,21 +52,7 @@ def decode_id_seqs(
                 vocab = shortlist.subset(  # type: ignore[union-attr]
                     [seqs[i] for i in idx], s.shortlist, s.shortlist_frequent, device
                 )
-            if s.greedy:
-                hyps = greedy_search(model, src, src_len, s.max_len_a, s.max_len_b, vocab=vocab)
-                res = [[(h, 0.0)] for h in hyps]
-            else:
-                res = beam_search(
-                    model,
-                    src,
-                    src_len,
-                    beam_size=s.beam_size,
-                    alpha=s.alpha,
-                    max_len_a=s.max_len_a,
-                    max_len_b=s.max_len_b,
-                    nbest=s.nbest,
-                    vocab=vocab,
-                )
+            res = decode_batch(model, src, src_len, s, vocab=vocab)
             for i, r in zip(idx, res, strict=True):
                 out[i] = [(list(h), float(sc)) for h, sc in r]
     return out, time.perf_counter() - t0

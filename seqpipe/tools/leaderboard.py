@@ -44,19 +44,14 @@ SORT_KEYS = {
     "beam": False,
 }
 FORMATS = ("table", "markdown", "csv", "json")
+MODEL_KEYS = ("arch", "cell", "emb_size", "hidden_size", "enc_layers", "dec_layers", "attention")
 FIELDS = [
     "run",
     "task",
     "test_set",
     "dataset",
     "model",
-    "arch",
-    "cell",
-    "emb_size",
-    "hidden_size",
-    "enc_layers",
-    "dec_layers",
-    "attention",
+    *MODEL_KEYS,
     "params",
     "bleu",
     "bleu_signature",
@@ -227,18 +222,7 @@ def _rows_of(
         "task": task,
         "dataset": dataset,
         "model": model_desc,
-        **{
-            k: model_cfg.get(k)
-            for k in (
-                "arch",
-                "cell",
-                "emb_size",
-                "hidden_size",
-                "enc_layers",
-                "dec_layers",
-                "attention",
-            )
-        },
+        **{k: model_cfg.get(k) for k in MODEL_KEYS},
         "params": tinfo.get("parameters"),
         "search": search,
         "beam": dcfg.get("beam_size") if search in ("beam", "joint", "ctc_beam") else None,
@@ -396,35 +380,24 @@ def _columns(
         ("steps", "", lambda r: "" if r.get("steps") is None else str(r["steps"])),
         ("train", "", lambda r: _fmt_seconds(r.get("train_seconds"))),
     ]
-    if "mt" in tasks:
-        cols.append(
-            (
-                "sent/s",
-                "",
-                lambda r: (
-                    ""
-                    if r.get("decode_speed") is None or r["task"] != "mt"
-                    else f"{r['decode_speed']:.1f}"
-                ),
-            )
-        )
-    if "asr" in tasks:
-        cols.append(
-            (
-                "RTF",
-                "",
-                lambda r: (
-                    ""
-                    if r.get("decode_speed") is None or r["task"] != "asr"
-                    else f"{r['decode_speed']:.4f}"
-                ),
-            )
-        )
+    for task, title, fmt in (("mt", "sent/s", "{:.1f}"), ("asr", "RTF", "{:.4f}")):
+        if task in tasks:
+            cols.append((title, "", _speed_cell(task, fmt)))
     cols += [
         ("date", "", lambda r: r.get("date") or ""),
         ("commit", "", lambda r: r.get("commit") or ""),
     ]
     return cols
+
+
+def _speed_cell(task: str, fmt: str) -> Callable[[dict[str, Any]], str]:
+    """A column's cell: a row's decoding speed when the row is of ``task``."""
+
+    def cell(r: dict[str, Any]) -> str:
+        speed = r.get("decode_speed")
+        return "" if speed is None or r["task"] != task else fmt.format(speed)
+
+    return cell
 
 
 def _footnotes(rows: list[dict[str, Any]]) -> list[str]:

@@ -273,16 +273,15 @@ class Model:
 
             self.tokenizer = Tokenizer(tok_dir)
         else:
-            from seqpipe.asr.transcribe import read_normalization
+            from seqpipe.asr.transcribe import feature_settings
             from seqpipe.common.vocab import load_target_tokenizer
 
             self.tokenizer = load_target_tokenizer(tok_dir)
-            stats = _read_json(tok_dir / "stats.json")
-            self.features = {
-                "num_mel_bins": int(stats["num_mel_bins"]),
-                "sample_rate": int(stats["sample_rate"]),
-            }
-            self.cmvn, self.utterance_norm = read_normalization(tok_dir)
+            if not (tok_dir / "stats.json").is_file():
+                raise InputError(f"{tok_dir / 'stats.json'}: not found")
+            feats = feature_settings(tok_dir)
+            self.cmvn, self.utterance_norm = feats.pop("cmvn"), feats.pop("utterance_norm")
+            self.features = feats
 
     def _load_bundle(self, b: dict[str, Any]) -> None:
         import numpy as np

@@ -43,8 +43,7 @@ def _bytes_tensor(data: bytes) -> Any:
 
 
 def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, Any]:
-    """The export dict of a model found in a cache (see :func:`seqpipe.api.resolve_model`)."""
-    import numpy as np
+    """The export dict of a model found in a cache (see :func:`seqpipe.use.api.resolve_model`)."""
     import torch
 
     from seqpipe.common.checkpoint import CHECKPOINT_FILES
@@ -61,19 +60,6 @@ def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, A
     manifest = src.manifest()
     state = torch.load(ck, map_location="cpu", weights_only=True)
     tok_dir = src.tok_dir
-    if (tok_dir / "chars.json").is_file():
-        tokenizer: dict[str, Any] = {
-            "type": "char",
-            "chars_json": (tok_dir / "chars.json").read_text("utf-8"),
-        }
-    else:
-        names = ["spm.model"] if (tok_dir / "spm.model").is_file() else ["src.model", "tgt.model"]
-        files = {}
-        for n in names:
-            if not (tok_dir / n).is_file():
-                raise InputError(f"{tok_dir / n}: SentencePiece model not found")
-            files[n] = _bytes_tensor((tok_dir / n).read_bytes())
-        tokenizer = {"type": "spm", "files": files}
     decode = src.decode_cfg.model_dump(mode="json")
     decode["checkpoint"] = checkpoint
     bundle: dict[str, Any] = {
@@ -83,7 +69,7 @@ def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, A
         "model_json": (src.train_dir / "model.json").read_text("utf-8"),
         "state_dict": state,
         "checkpoint": checkpoint,
-        "tokenizer": tokenizer,
+        "tokenizer": _tokenizer_entry(tok_dir),
         "decode": decode,
         "recipe": src.recipe_text,
         "train": {
@@ -110,25 +96,37 @@ def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, A
             tok_dir, spec["src_vocab_size"], spec["tgt_vocab_size"]
         ).to_tensors()
     if src.task == "asr":
-        import json
-
-        from seqpipe.asr.transcribe import read_normalization
-
-        stats = json.loads((tok_dir / "stats.json").read_text("utf-8"))
-        cmvn, utterance_norm = read_normalization(tok_dir)
-        feats: dict[str, Any] = {
-            "num_mel_bins": int(stats["num_mel_bins"]),
-            "sample_rate": int(stats["sample_rate"]),
-            "cmvn_mean": None,
-            "cmvn_std": None,
-            "utterance_norm": utterance_norm,
-        }
-        if cmvn is not None:
-            mean, std = cmvn
-            feats["cmvn_mean"] = torch.from_numpy(np.asarray(mean, dtype=np.float32))
-            feats["cmvn_std"] = torch.from_numpy(np.asarray(std, dtype=np.float32))
-        bundle["features"] = feats
+        bundle["features"] = _features_entry(tok_dir)
     return bundle
+
+
+def _tokenizer_entry(tok_dir: Path) -> dict[str, Any]:
+    """The target (MT: both sides') vocabulary: ``chars.json`` or the SentencePiece models."""
+    if (tok_dir / "chars.json").is_file():
+        return {"type": "char", "chars_json": (tok_dir / "chars.json").read_text("utf-8")}
+    names = ["spm.model"] if (tok_dir / "spm.model").is_file() else ["src.model", "tgt.model"]
+    files = {}
+    for n in names:
+        if not (tok_dir / n).is_file():
+            raise InputError(f"{tok_dir / n}: SentencePiece model not found")
+        files[n] = _bytes_tensor((tok_dir / n).read_bytes())
+    return {"type": "spm", "files": files}
+
+
+def _features_entry(feat_dir: Path) -> dict[str, Any]:
+    """ASR: the feature settings and normalisation a model was trained with (tensors)."""
+    import numpy as np
+    import torch
+
+    from seqpipe.asr.transcribe import feature_settings
+
+    feats = feature_settings(feat_dir)
+    cmvn = feats.pop("cmvn")
+    feats["cmvn_mean"] = feats["cmvn_std"] = None
+    if cmvn is not None:
+        feats["cmvn_mean"] = torch.from_numpy(np.asarray(cmvn[0], dtype=np.float32))
+        feats["cmvn_std"] = torch.from_numpy(np.asarray(cmvn[1], dtype=np.float32))
+    return feats
 
 
 def export_model(src: ModelSource, out: str | Path, checkpoint: str | None = None) -> Path:

@@ -19,9 +19,8 @@ import torch
 from seqpipe.asr.adapt import adapt_and_transcribe
 from seqpipe.asr.features import FeatureStore
 from seqpipe.asr.transcribe import split_loader, transcribe
-from seqpipe.common.checkpoint import load_trained, quantize_int8
+from seqpipe.common.checkpoint import load_for_decoding
 from seqpipe.common.settings import NBEST_SEARCHES, DecodeSettings
-from seqpipe.common.trainer import pick_device
 from seqpipe.common.vocab import load_target_tokenizer
 from seqpipe.core.stage import StageContext
 from seqpipe.data.asr_datasets import read_manifest
@@ -41,13 +40,8 @@ def split_speakers(prep_dir: Path, split: str, utt_ids: list[str]) -> list[str]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.recipe.decode
-    device = pick_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
+    model, spec, device = load_for_decoding(ctx.inputs["train"].path, cfg)
     feat_dir = ctx.inputs["features"].path
-    model, spec = load_trained(ctx.inputs["train"].path, cfg.checkpoint, device)
-    if cfg.quantize == "int8":
-        model = quantize_int8(model, device)
     stats = json.loads((feat_dir / "stats.json").read_text())
     s = DecodeSettings.from_config(cfg).resolve("asr", spec["arch"])
     info: dict[str, Any] = {

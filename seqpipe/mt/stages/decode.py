@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import torch
-
-from seqpipe.common.checkpoint import load_trained, quantize_int8
+from seqpipe.common.checkpoint import load_for_decoding
 from seqpipe.common.settings import DecodeSettings
-from seqpipe.common.trainer import pick_device
 from seqpipe.common.vocab import IdArray, Tokenizer
 from seqpipe.core.stage import StageContext
 from seqpipe.data.text import write_lines, write_nbest
@@ -27,14 +24,9 @@ from seqpipe.mt.translate import decode_id_seqs
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.recipe.decode
-    device = pick_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
+    model, spec, device = load_for_decoding(ctx.inputs["train"].path, cfg)
     tok_dir = ctx.inputs["tokenize"].path
     tok = Tokenizer(tok_dir)
-    model, spec = load_trained(ctx.inputs["train"].path, cfg.checkpoint, device)
-    if cfg.quantize == "int8":
-        model = quantize_int8(model, device)
     s = DecodeSettings.from_config(cfg).resolve("mt")
     shortlist = None
     if s.shortlist > 0:
