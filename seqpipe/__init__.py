@@ -1,6 +1,6 @@
 """seqpipe: staged, cached sequence-to-sequence experiments (MT and ASR) with recurrent models.
 
-``from seqpipe import load_model`` loads a trained model (see :mod:`seqpipe.api`); importing
+``from seqpipe import load_model`` loads a trained model (see :mod:`seqpipe.use.api`); importing
 seqpipe itself does not import torch.
 """
 

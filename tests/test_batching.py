@@ -1,4 +1,4 @@
-"""Token-based training batches (seqpipe.data.batching)."""
+"""Token-based training batches (seqpipe.common.batching)."""
 
 from __future__ import annotations
 

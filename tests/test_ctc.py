@@ -254,7 +254,7 @@ def test_prefix_scores_are_consistent_and_select_reorders() -> None:
 
 
 def test_joint_decoding_with_ctc_weight_one_scores_log_p_ctc() -> None:
-    """Through ``seqpipe.search.beam_search``: with ``ctc_weight=1`` and no length penalty a
+    """Through ``seqpipe.common.search.beam_search``: with ``ctc_weight=1`` and no length penalty a
     finished hypothesis' score is the sum of CTC deltas, i.e. ``log p_ctc(y | x)``."""
     search = pytest.importorskip("seqpipe.common.search")
     from seqpipe.models import build_model

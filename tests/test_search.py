@@ -1,4 +1,4 @@
-"""Tests for seqpipe.search: greedy and batched beam search.
+"""Tests for seqpipe.common.search: greedy and batched beam search.
 
 A tiny model is trained once (module fixture, a few seconds) on the synthetic reverse task, so
 search sees non-trivial distributions. Batched-vs-alone comparisons run in float64, where

@@ -1,4 +1,4 @@
-"""Lexical shortlists (seqpipe.shortlist) and search over a vocabulary subset.
+"""Lexical shortlists (seqpipe.mt.shortlist) and search over a vocabulary subset.
 
 Uses the tiny reverse-task model of test_search.py: there a source symbol's translation is the
 symbol itself, so a co-occurrence table must rank it first.

@@ -17,7 +17,7 @@ Guarantees:
 - finished sentences leave the batch (rows are shrunk with ``index_select``), so the cost of a
   step follows the number of unfinished sentences;
 - ``beam_search(beam_size=1)`` gives the same tokens as :func:`greedy_search`;
-- with a ``vocab`` subset (:mod:`seqpipe.shortlist`), the output layer is computed for the
+- with a ``vocab`` subset (:mod:`seqpipe.mt.shortlist`), the output layer is computed for the
   subset's ids only and each sentence keeps to its own allowed ids (still batch-independent);
 - the maximum output length is ``floor(max_len_a * source_length + max_len_b)`` tokens (EOS not
   counted), capped by ``max_len``; at that length EOS is forced. The source length is the
@@ -98,7 +98,7 @@ def _constrain(log_probs: Tensor, force_eos: Tensor, subset: bool = False) -> Te
     """Never predict PAD or BOS; rows in ``force_eos`` may only predict EOS.
 
     :param log_probs: rows x vocab (modified in place and returned); with ``subset`` the
-        columns of a :class:`~seqpipe.shortlist.VocabSubset` (EOS is column 0, no PAD/BOS)
+        columns of a :class:`~seqpipe.common.search.VocabSubset` (EOS is column 0, no PAD/BOS)
     :param force_eos: rows, bool
     """
     eos_col = 0 if subset else EOS_ID

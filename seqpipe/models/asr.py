@@ -58,7 +58,7 @@ class ASROutput(NamedTuple):
 
 class ASRModel(Seq2Seq):
     """A :class:`Seq2Seq` over features with an optional CTC head (``decoder`` is ``None`` for
-    ``arch: ctc``). ``encode``/``decoder`` serve :mod:`seqpipe.search` unchanged."""
+    ``arch: ctc``). ``encode``/``decoder`` serve :mod:`seqpipe.common.search` unchanged."""
 
     def __init__(
         self,
@@ -74,7 +74,7 @@ class ASRModel(Seq2Seq):
         self.ctc_head = ctc_head
         self.subsampling = subsampling
         self.reductions = reductions  # pyramid: number of x2 reductions
-        # speaker adaptation (seqpipe.adapt) sets a module here for the time of one speaker
+        # speaker adaptation (seqpipe.asr.adapt) sets a module here for the time of one speaker
         self.input_transform: nn.Module | None = None
 
     def encode(self, src: Tensor, src_len: Tensor) -> EncoderOutput:
@@ -119,7 +119,7 @@ class ASRModel(Seq2Seq):
 class CTCEnsemble(nn.Module):
     """CTC models trained apart (``train.members``) that decode together: each member proposes
     its hypothesis, and the one with the highest summed CTC log-likelihood over all members
-    wins (see :func:`seqpipe.asr_inference.transcribe`). Rescoring whole hypotheses instead of
+    wins (see :func:`seqpipe.asr.transcribe.transcribe`). Rescoring whole hypotheses instead of
     averaging frame posteriors, because separately trained CTC models place their spikes on
     different frames."""
 

@@ -116,7 +116,7 @@ class CTCPrefixScorer:
     ``log p_ctc(y | x)``.
 
     Cost of :meth:`score`: a loop over the T frames, each step on N x K values.
-    :class:`CTCSearchScorer` adapts this class to ``seqpipe.search.beam_search``.
+    :class:`CTCSearchScorer` adapts this class to ``seqpipe.common.search.beam_search``.
     """
 
     def __init__(self, blank_id: int = BLANK_ID, eos_id: int = EOS_ID) -> None:
@@ -245,7 +245,7 @@ class CTCPrefixScorer:
 
 class CTCSearchScorer:
     """:class:`CTCPrefixScorer` behind the ``PrefixScorer`` protocol of
-    :func:`seqpipe.search.beam_search` (``init(enc)``, ``score(prefixes, state, candidates)``
+    :func:`seqpipe.common.search.beam_search` (``init(enc)``, ``score(prefixes, state, candidates)``
     returning *incremental* scores, ``select(state, flat_index)``).
 
     :param ctc_head: maps encoder outputs (batch x src_len x enc) to CTC log-probs

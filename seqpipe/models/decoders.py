@@ -241,7 +241,7 @@ class RecurrentDecoder(nn.Module):
         """The output layer for target ids ``ids`` only: ``(x, bias) -> bias + x W[ids]^T``.
 
         Works for the float layer and for its int8 dynamically quantized form
-        (:func:`seqpipe.inference.quantize_int8`); the rows are gathered once per batch."""
+        (:func:`seqpipe.common.checkpoint.quantize_int8`); the rows are gathered once per batch."""
         layer = self.output_layer
         if isinstance(layer, nn.Linear):
             weight = layer.weight.index_select(0, ids)  # V' x hidden

@@ -10,7 +10,7 @@ module builds that table from the training data alone, by sentence-level co-occu
 - a sentence's allowed set: the ``frequent`` most frequent target pieces, the ``k`` best
   candidates of each of its source pieces (``k`` <= 100), and EOS (never PAD or BOS).
 
-:func:`seqpipe.search.beam_search` / ``greedy_search`` take a :class:`VocabSubset`: the union
+:func:`seqpipe.common.search.beam_search` / ``greedy_search`` take a :class:`VocabSubset`: the union
 of the batch's allowed sets (the output layer is computed for those rows of its weight only)
 and, per sentence, a mask that keeps every sentence to its own set, so a sentence's output
 does not depend on the rest of its batch. With a shortlist, probabilities are normalised over

@@ -12,7 +12,7 @@
 - a recipe file (its keys are computed and the artifacts looked up in the workspace cache;
   overrides as for ``seqpipe run``),
 - a train artifact ``cache/train/<key>``,
-- a file written by ``seqpipe export`` (see :mod:`seqpipe.export`; no cache needed).
+- a file written by ``seqpipe export`` (see :mod:`seqpipe.use.export`; no cache needed).
 
 The tokenizer (MT) or feature settings and vocabulary (ASR) are those the model was trained
 with: the train artifact's manifest names its upstream artifact. Decoding defaults (search,
@@ -22,8 +22,8 @@ beam, length penalty, checkpoint, batch size) come from the recipe's ``decode:``
 :meth:`Model.decode_stream` is the one code path behind :meth:`Model.translate`,
 :meth:`Model.transcribe` and the ``seqpipe decode|translate|transcribe`` commands: inputs are
 read in chunks (10,000 sentences, 256 audio files) so memory stays flat whatever the input
-size; each chunk is decoded with :func:`seqpipe.inference.decode_id_seqs` (MT) or
-:func:`seqpipe.asr_inference.transcribe` (ASR) in length-sorted batches, and results come back
+size; each chunk is decoded with :func:`seqpipe.mt.translate.decode_id_seqs` (MT) or
+:func:`seqpipe.asr.transcribe.transcribe` (ASR) in length-sorted batches, and results come back
 in input order. Text goes through :func:`seqpipe.data.text.normalize` exactly as in the
 prepare stage; an empty (or all-whitespace) line gives an empty output. Under ``torchrun``
 (an initialised ``torch.distributed`` group with more than one process) each chunk is split
@@ -61,7 +61,7 @@ class ModelSource:
 
     description: str
     task: str
-    decode_cfg: Any  # seqpipe.recipe.DecodeConfig
+    decode_cfg: Any  # the recipe's decode section (its task's class)
     recipe_text: str | None
     train_dir: Path | None = None
     tok_dir: Path | None = None  # tokenize (MT) or features (ASR) artifact
@@ -209,7 +209,7 @@ def _from_bundle(path: Path) -> ModelSource:
 
 # ------------------------------------------------------------------------------------ model
 def _tokenizer_from_bytes(files: dict[str, bytes]) -> Any:
-    """A :class:`~seqpipe.data.tokenizer.Tokenizer` from SentencePiece model bytes
+    """A :class:`~seqpipe.common.vocab.Tokenizer` from SentencePiece model bytes
     (``spm.model`` or ``src.model`` + ``tgt.model``)."""
     from seqpipe.common.vocab import Tokenizer
 

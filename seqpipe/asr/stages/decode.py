@@ -1,8 +1,8 @@
-"""decode (task: asr): transcribe the splits in ``decode.splits`` (see ``seqpipe.asr_inference``).
+"""decode (task: asr): transcribe the splits in ``decode.splits`` (see ``seqpipe.asr.transcribe``).
 
 Output per split: ``{split}.hyp`` (one transcript per utterance, in manifest order),
 ``{split}.ids`` (the utterance ids, same order), ``{split}.pass1`` (the first pass's
-transcripts, when ``decode.adapt`` adapts to each speaker: see ``seqpipe.adapt``),
+transcripts, when ``decode.adapt`` adapts to each speaker: see :mod:`seqpipe.asr.adapt`),
 ``{split}.nbest.tsv`` when ``decode.nbest > 1`` (beam searches), and ``decode.json`` with the
 settings, the checkpoint and the speed: real-time factor = decoding seconds / audio seconds
 (with adaptation: all passes and the adaptation; ``rtf_first_pass`` the first pass alone).

@@ -2,7 +2,7 @@
 
 Reads the prepare artifact's manifests. Writes:
 
-- ``feats/<split>/`` — a :class:`seqpipe.features.FeatureStore` per split (float16 memmap +
+- ``feats/<split>/`` — a :class:`seqpipe.asr.features.FeatureStore` per split (float16 memmap +
   index): Kaldi fbank with ``features.num_mel_bins`` bins at ``data.sample_rate``. The train
   split holds every utterance once per factor in ``features.speed_perturb`` (ids
   ``sp0.9-<utt>``; train only); the other splits speed 1.0 only;
@@ -10,11 +10,11 @@ Reads the prepare artifact's manifests. Writes:
   ``norm.json`` — how to normalise (global CMVN, then ``features.utterance_cmn``/``utterance_cvn``: subtract each
   utterance's own mean, or ``features.speaker_cmn``: its speaker's mean, stored per row in
   ``feats/<split>/speaker_means.npy`` of the splits it covers); applied by training and decoding
-  (``seqpipe.asr_inference.split_loader``), never baked into the stored features;
+  (``seqpipe.asr.transcribe.split_loader``), never baked into the stored features;
 - the target vocabulary: ``tokenize.model_type: char`` → ``chars.json``
-  (:class:`seqpipe.data.tokenizer.CharTokenizer`), ``unigram``/``bpe`` → ``spm.model``
+  (:class:`seqpipe.common.vocab.CharTokenizer`), ``unigram``/``bpe`` → ``spm.model``
   trained on the training transcripts (``tokenize.vocab_size``); read either with
-  :func:`seqpipe.data.tokenizer.load_target_tokenizer`;
+  :func:`seqpipe.common.vocab.load_target_tokenizer`;
 - ``{split}.tgt.ids.npy`` / ``.offsets.npy`` — the encoded transcripts, one row per utterance
   in manifest order (a speed-perturbed copy uses its utterance's row);
 - ``stats.json`` — per split: utterances, feature rows, frames, audio seconds, target tokens,

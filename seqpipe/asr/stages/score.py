@@ -1,4 +1,4 @@
-"""score (task: asr): WER and CER (jiwer, via ``seqpipe.asr_scoring``) of each decoded split.
+"""score (task: asr): WER and CER (jiwer, via ``seqpipe.asr.scoring``) of each decoded split.
 
 Hypotheses are matched to the prepare manifest's references by utterance id, both normalised
 with ``score.asr_normalization``. ``scores.json``::
