@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from seqpipe.common.settings import BEAM_SEARCHES
 from seqpipe.core.recipe import model_summary
 from seqpipe.errors import InputError
 
@@ -225,7 +226,7 @@ def _rows_of(
         **{k: model_cfg.get(k) for k in MODEL_KEYS},
         "params": tinfo.get("parameters"),
         "search": search,
-        "beam": dcfg.get("beam_size") if search in ("beam", "joint", "ctc_beam") else None,
+        "beam": dcfg.get("beam_size") if search in BEAM_SEARCHES else None,
         "alpha": dcfg.get("alpha") if search in ("beam", "joint") else None,
         "adapt": _fmt_adapt(dinfo.get("adapt")),
         "checkpoint": dinfo.get("checkpoint") or dcfg.get("checkpoint"),

@@ -20,7 +20,7 @@ from seqpipe.asr.adapt import adapt_and_transcribe
 from seqpipe.asr.features import FeatureStore
 from seqpipe.asr.transcribe import split_loader, transcribe
 from seqpipe.common.checkpoint import load_for_decoding
-from seqpipe.common.settings import NBEST_SEARCHES, DecodeSettings
+from seqpipe.common.settings import BEAM_SEARCHES, NBEST_SEARCHES, DecodeSettings
 from seqpipe.common.vocab import load_target_tokenizer
 from seqpipe.core.stage import StageContext
 from seqpipe.data.asr_datasets import read_manifest
@@ -51,7 +51,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "splits": {},
         "quantize": cfg.quantize,
     }
-    if s.search in ("beam", "joint", "ctc_beam"):
+    if s.search in BEAM_SEARCHES:
         info["beam_size"] = s.beam_size
     if s.search == "joint":
         info["ctc_weight"] = s.ctc_weight
