@@ -29,21 +29,18 @@ METRICS = ("wer", "cer")
 
 
 class ASRDataConfig(DataConfig):
-    dataset: Literal[DATASETS] = Field(  # type: ignore[valid-type]
-        "yesno",
-        description="registry name (yesno, fsdd_digits, fsdd_connected, an4, librispeech) or a "
-        "local corpus (kaldi, tsv, librispeech with data.path)",
-    )
-    sample_rate: int = Field(16000, ge=1000, description="audio is resampled to this rate")
-    on_error: Literal["skip", "stop"] = Field(
-        "stop", description="a corrupt/missing audio file or empty transcript: skip or stop"
-    )
-    path: str | None = Field(None, description="kaldi folder / tsv file / librispeech folder")
-    test_speakers: list[str] = Field(default_factory=list, description="fsdd_connected")
-    valid_speakers: list[str] = Field(default_factory=list, description="fsdd_connected")
+    # registry name (yesno, fsdd_digits, fsdd_connected, an4, librispeech) or a local corpus (kaldi,
+    # tsv, librispeech with data.path)
+    dataset: Literal[DATASETS] = "yesno"
+    sample_rate: int = Field(16000, ge=1000)  # audio is resampled to this rate
+    # a corrupt/missing audio file or empty transcript: skip or stop
+    on_error: Literal["skip", "stop"] = "stop"
+    path: str | None = None  # kaldi folder / tsv file / librispeech folder
+    test_speakers: list[str] = Field(default_factory=list)  # fsdd_connected
+    valid_speakers: list[str] = Field(default_factory=list)  # fsdd_connected
+    # fsdd_connected: utterances per split
     utterances: dict[str, int] = Field(
-        default_factory=lambda: {"train": 2000, "valid": 200, "test": 300},
-        description="fsdd_connected: utterances per split",
+        default_factory=lambda: {"train": 2000, "valid": 200, "test": 300}
     )
 
 
@@ -51,30 +48,20 @@ class FeaturesConfig(Section):
     kind: Literal["fbank", "mel"] = "fbank"
     num_mel_bins: int = Field(80, ge=8)
     speed_perturb: list[float] = Field(default_factory=lambda: [1.0])
-    cmvn: bool = Field(True, description="global mean/variance normalisation (training stats)")
-    utterance_cmn: bool = Field(
-        False, description="also subtract each utterance's own mean (speaker/channel robustness)"
-    )
-    utterance_cvn: bool = Field(
-        False, description="subtract each utterance's mean and divide by its std (implies cmn)"
-    )
-    speaker_cmn: Literal["none", "all", "eval"] = Field(
-        "none",
-        description="subtract each speaker's mean over all its utterances of the split "
-        "(Kaldi's per-speaker CMN; a speed-perturbed copy counts as its own speaker) in every "
-        "split (all) or in the valid/test splits only (eval: training keeps utterance_cmn)",
-    )
-    vtlp: float = Field(
-        0.0,
-        ge=0,
-        lt=0.5,
-        description="VTLP: warp each training copy's filterbank by a factor in [1-v, 1+v]",
-    )
-    noise_snr: tuple[float, float] | None = Field(
-        None,
-        description="[lo, hi] dB: white noise this far below each training copy's loudest "
-        "frame, a level per copy drawn uniformly (null = off)",
-    )
+    cmvn: bool = True  # global mean/variance normalisation (training stats)
+    # also subtract each utterance's own mean (speaker/channel robustness)
+    utterance_cmn: bool = False
+    # subtract each utterance's mean and divide by its std (implies cmn)
+    utterance_cvn: bool = False
+    # subtract each speaker's mean over all its utterances of the split (Kaldi's per-speaker CMN; a
+    # speed-perturbed copy counts as its own speaker) in every split (all) or in the valid/test
+    # splits only (eval: training keeps utterance_cmn)
+    speaker_cmn: Literal["none", "all", "eval"] = "none"
+    # VTLP: warp each training copy's filterbank by a factor in [1-v, 1+v]
+    vtlp: float = Field(0.0, ge=0, lt=0.5)
+    # [lo, hi] dB: white noise this far below each training copy's loudest frame, a level per copy
+    # drawn uniformly (null = off)
+    noise_snr: tuple[float, float] | None = None
 
     @model_validator(mode="after")
     def _noise_range(self) -> FeaturesConfig:
@@ -87,7 +74,7 @@ class FeaturesConfig(Section):
             )
         return self
 
-    workers: int = nokey(2, "feature extraction worker processes")
+    workers: int = nokey(2)  # feature extraction worker processes
 
 
 class ASRModelConfig(ModelConfig):
@@ -96,50 +83,37 @@ class ASRModelConfig(ModelConfig):
     # pyramidal BiLSTM encoder (x2 per layer, up to x4); none
     subsampling: Literal["conv2d", "conv2d8", "pyramid", "none"] = "conv2d"
     conv_channels: int = Field(32, ge=1)
-    frontend_norm: bool = Field(
-        False, description="LayerNorm on the conv front end's output frames"
-    )
+    frontend_norm: bool = False  # LayerNorm on the conv front end's output frames
 
 
 class ASRTrainConfig(TrainConfig):
     valid_metric: Literal["wer", "loss"] = "wer"
-    ctc_weight: float = Field(0.3, ge=0, le=1, description="ctc_attention: weight of the CTC loss")
+    ctc_weight: float = Field(0.3, ge=0, le=1)  # ctc_attention: weight of the CTC loss
     spec_augment: bool = True
-    members: int = newkey(
-        1,
-        ge=1,
-        description="arch ctc: train this many models (train.seed, +1, ...) and decode them as "
-        "an ensemble (each member's hypothesis rescored by all members' CTC likelihoods); the "
-        "attention archs train one model and say so",
-    )
-    member_jobs: int | None = nokey(None, "members trained at once, one process each (null: all)")
+    # arch ctc: train this many models (train.seed, +1, ...) and decode them as an ensemble (each
+    # member's hypothesis rescored by all members' CTC likelihoods); the attention archs train one
+    # model and say so
+    members: int = newkey(1, ge=1)
+    member_jobs: int | None = nokey(None)  # members trained at once, one process each (null: all)
 
 
 class ASRDecodeConfig(DecodeConfig):
     # auto picks by model.arch (ctc → ctc_greedy, attention → beam, ctc_attention → joint)
     search: Literal[SEARCHES["asr"]] = "beam"  # type: ignore[valid-type]
-    ctc_weight: float = Field(0.3, ge=0, le=1, description="joint: weight of the CTC prefix score")
-    adapt: Literal["none", "lin"] = newkey(
-        "none",
-        "unsupervised speaker adaptation. lin: after a first pass, per speaker of the "
-        "split a linear input transform (features x A + b, A from the identity; fMLLR-like) "
-        "is trained on that speaker's first-pass transcripts with the model's own loss, the "
-        "model frozen, then a second pass decodes through it. Uses the speaker's audio, never "
-        "its references",
-    )
-    adapt_epochs: int = newkey(10, "lin: passes over the speaker's utterances", ge=1)
-    adapt_lr: float = newkey(0.003, "lin: Adam learning rate", gt=0)
-    adapt_rounds: int = newkey(
-        1,
-        "lin: adapt-then-decode rounds; each starts from the identity again with the last "
-        "round's transcripts",
-        ge=1,
-    )
-    adapt_targets: Literal["agreed", "all"] = newkey(
-        "agreed",
-        "lin with an ensemble (train.members): agreed = train only on the utterances where every "
-        "member's own hypothesis equals the ensemble's; all = every utterance (one model: all)",
-    )
+    ctc_weight: float = Field(0.3, ge=0, le=1)  # joint: weight of the CTC prefix score
+    # unsupervised speaker adaptation. lin: after a first pass, per speaker of the split a linear
+    # input transform (features x A + b, A from the identity; fMLLR-like) is trained on that
+    # speaker's first-pass transcripts with the model's own loss, the model frozen, then a second
+    # pass decodes through it. Uses the speaker's audio, never its references
+    adapt: Literal["none", "lin"] = newkey("none")
+    adapt_epochs: int = newkey(10, ge=1)  # lin: passes over the speaker's utterances
+    adapt_lr: float = newkey(0.003, gt=0)  # lin: Adam learning rate
+    # lin: adapt-then-decode rounds; each starts from the identity again with the last round's
+    # transcripts
+    adapt_rounds: int = newkey(1, ge=1)
+    # lin with an ensemble (train.members): agreed = train only on the utterances where every
+    # member's own hypothesis equals the ensemble's; all = every utterance (one model: all)
+    adapt_targets: Literal["agreed", "all"] = newkey("agreed")
 
     @model_validator(mode="after")
     def _adapt_needs_gradients(self) -> ASRDecodeConfig:

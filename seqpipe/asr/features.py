@@ -423,9 +423,6 @@ class FeatureStore:
     def index_of(self, utt_id: str) -> int:
         return self._pos[utt_id]
 
-    def by_id(self, utt_id: str) -> np.ndarray:
-        return self[self._pos[utt_id]]
-
     @property
     def has_speaker_means(self) -> bool:
         return (self.dir / SPEAKER_MEANS_FILE).is_file()

@@ -52,9 +52,6 @@ class Tokenizer:
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
         return self.tgt.decode(ids)
 
-    def decode_src(self, ids: list[list[int]]) -> list[str]:
-        return self.src.decode(ids)
-
 
 def train_sentencepiece(
     inputs: list[Path],

@@ -47,31 +47,24 @@ TASKS = {"mt": "MT", "asr": "ASR"}  # task -> its name in messages; seqpipe.<tas
 
 
 class DataConfig(Section):
-    dataset: str = Field("", description="registry name, or a local kind")
+    dataset: str = ""  # registry name, or a local kind
+    # our split name -> the dataset's split name
     splits: dict[str, str] = Field(
-        default_factory=lambda: {"train": "train", "valid": "val", "test": "test_2016_flickr"},
-        description="our split name -> the dataset's split name",
+        default_factory=lambda: {"train": "train", "valid": "val", "test": "test_2016_flickr"}
     )
-    valid_fraction: float = Field(
-        0.01,
-        ge=0,
-        lt=0.5,
-        description="share of the data held out as valid when the dataset has no valid split "
-        "(seeded)",
-    )
-    test_fraction: float = Field(
-        0.01, ge=0, lt=0.5, description="share held out as test when the data is one pool"
-    )
+    # share of the data held out as valid when the dataset has no valid split (seeded)
+    valid_fraction: float = Field(0.01, ge=0, lt=0.5)
+    # share held out as test when the data is one pool
+    test_fraction: float = Field(0.01, ge=0, lt=0.5)
 
 
 class TokenizeConfig(Section):
     model_type: Literal["unigram", "bpe", "char"] = "unigram"
     vocab_size: int = Field(8000, ge=8)
     character_coverage: float = Field(1.0, gt=0, le=1)
-    max_sentencepiece_sentences: int = Field(
-        2_000_000, ge=1, description="input_sentence_size for SentencePiece training"
-    )
-    threads: int = nokey(2, "SentencePiece trainer threads")
+    # input_sentence_size for SentencePiece training
+    max_sentencepiece_sentences: int = Field(2_000_000, ge=1)
+    threads: int = nokey(2)  # SentencePiece trainer threads
 
 
 class ModelConfig(Section):
@@ -79,18 +72,15 @@ class ModelConfig(Section):
 
     cell: Literal["gru", "lstm", "rnn_tanh", "rnn_relu"] = "gru"
     emb_size: int = Field(256, ge=1)
-    hidden_size: int = Field(256, ge=1, description="per direction in the encoder")
+    hidden_size: int = Field(256, ge=1)  # per direction in the encoder
     enc_layers: int = Field(1, ge=1)
     dec_layers: int = Field(1, ge=1)
     bidirectional: bool = True
     attention: Literal["bahdanau", "luong", "location"] = "bahdanau"
     luong_score: Literal["general", "dot"] = "general"
-    attention_query: Literal["auto", "previous", "current"] = Field(
-        "auto",
-        description="previous: the previous state queries, the context feeds the RNN "
-        "(Bahdanau); current: the RNN's new state queries (Luong, Joey NMT); auto: previous "
-        "for bahdanau/location, current for luong",
-    )
+    # previous: the previous state queries, the context feeds the RNN (Bahdanau); current: the RNN's
+    # new state queries (Luong, Joey NMT); auto: previous for bahdanau/location, current for luong
+    attention_query: Literal["auto", "previous", "current"] = "auto"
     input_feeding: bool = True
     bridge: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
@@ -98,10 +88,10 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    device: str = nokey("auto", "auto | cpu | cuda | cuda:N")
-    threads: int = nokey(2, "torch.set_num_threads on CPU")
+    device: str = nokey("auto")  # auto | cpu | cuda | cuda:N
+    threads: int = nokey(2)  # torch.set_num_threads on CPU
     amp: Literal["none", "bf16", "fp16"] = "none"
-    max_tokens: int = Field(4000, ge=1, description="real source+target tokens per batch")
+    max_tokens: int = Field(4000, ge=1)  # real source+target tokens per batch
     max_sentences: int = Field(512, ge=1)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -112,45 +102,39 @@ class TrainConfig(Section):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(2, ge=0)
     min_lr: float = Field(1e-6, ge=0)
-    clip_grad_norm: float = Field(1.0, ge=0, description="0 = off")
+    clip_grad_norm: float = Field(1.0, ge=0)  # 0 = off
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     max_epochs: int = Field(30, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    max_minutes: float | None = Field(
-        None, gt=0, description="stop after this much training time (checkpointed, resumable)"
-    )
-    valid_every: int = Field(500, ge=1, description="validate every N updates (and per epoch)")
+    # stop after this much training time (checkpointed, resumable)
+    max_minutes: float | None = Field(None, gt=0)
+    valid_every: int = Field(500, ge=1)  # validate every N updates (and per epoch)
     valid_metric: str = "loss"  # each task narrows it
     valid_max_sentences: int | None = Field(None, ge=1)
-    patience: int = Field(8, ge=0, description="early stopping: validations without improvement")
+    patience: int = Field(8, ge=0)  # early stopping: validations without improvement
     keep_best: int = Field(3, ge=1)
-    average_last: int = Field(0, ge=0, description="average the k best checkpoints at the end")
+    average_last: int = Field(0, ge=0)  # average the k best checkpoints at the end
     max_nan_batches: int = Field(20, ge=0)
-    sortagrad: int = Field(
-        0, ge=0, description="curriculum: the first N epochs take their batches shortest first"
-    )
-    seed: int | None = newkey(
-        None,
-        "seed of initialisation, batch order and SpecAugment (null: the recipe's seed); "
-        "another value trains another model on the same data (e.g. ensemble members)",
-    )
-    log_every: int = nokey(50, "log a line every N updates")
-    progress: bool = nokey(True, "show a progress bar")
+    # curriculum: the first N epochs take their batches shortest first
+    sortagrad: int = Field(0, ge=0)
+    # seed of initialisation, batch order and SpecAugment (null: the recipe's seed); another value
+    # trains another model on the same data (e.g. ensemble members)
+    seed: int | None = newkey(None)
+    log_every: int = nokey(50)  # log a line every N updates
+    progress: bool = nokey(True)  # show a progress bar
 
 
 class DecodeConfig(Section):
     search: str = "beam"  # each task narrows it
     beam_size: int = Field(5, ge=1)
-    alpha: float = Field(1.0, ge=0, description="GNMT length penalty")
+    alpha: float = Field(1.0, ge=0)  # GNMT length penalty
     max_len_a: float = Field(1.5, ge=0)
     max_len_b: int = Field(5, ge=0)
     nbest: int = Field(1, ge=1)
     checkpoint: Literal["best", "last", "averaged"] = "best"
-    quantize: Literal["none", "int8"] = Field(
-        "none",
-        description="CPU decoding: int8 dynamic quantization of the Linear/GRU/LSTM weights",
-    )
-    batch_tokens: int = nokey(6000, "source tokens (ASR: feature frames) per decoding batch")
+    # CPU decoding: int8 dynamic quantization of the Linear/GRU/LSTM weights
+    quantize: Literal["none", "int8"] = "none"
+    batch_tokens: int = nokey(6000)  # source tokens (ASR: feature frames) per decoding batch
     splits: list[str] = Field(default_factory=lambda: ["test"])
     device: str = nokey("auto")
     threads: int = nokey(2)
@@ -163,7 +147,7 @@ class DecodeConfig(Section):
 class Recipe(Section):
     """What both tasks' recipes have; :func:`load_recipe` returns a task's subclass."""
 
-    name: str = Field("", description="experiment name (default: the recipe file's stem)")
+    name: str = ""  # experiment name (default: the recipe file's stem)
     task: str = "mt"
     seed: int = 1234
     data: DataConfig

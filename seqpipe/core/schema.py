@@ -27,18 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from seqpipe.errors import InputError
 
 
-def nokey(default: Any, description: str = "") -> Any:
+def nokey(default: Any) -> Any:
     """A field that does not change the artifact and so stays out of the cache key."""
-    return Field(default, description=description, json_schema_extra={"key": False})
+    return Field(default, json_schema_extra={"key": False})
 
 
-def newkey(default: Any, description: str = "", **constraints: Any) -> Any:
+def newkey(default: Any, **constraints: Any) -> Any:
     """A field added after artifacts were already cached: in the cache key only when set to
     something other than its default (which must reproduce the old behaviour), so adding it
     does not make existing artifacts look stale."""
-    return Field(
-        default, description=description, json_schema_extra={"key": "if_set"}, **constraints
-    )
+    return Field(default, json_schema_extra={"key": "if_set"}, **constraints)
 
 
 class Section(BaseModel):

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from seqpipe.core.cache import sha256_file
 from seqpipe.errors import InputError
 
 REGISTRY_FILE = Path(__file__).resolve().parents[2] / "data" / "registry.yaml"
@@ -65,11 +66,7 @@ def _sha256(path: Path) -> str:
     st = path.stat()
     memo = (str(path), st.st_mtime, st.st_size)
     if memo not in _VERIFIED:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _VERIFIED[memo] = h.hexdigest()
+        _VERIFIED[memo] = sha256_file(path)
     return _VERIFIED[memo]
 
 

@@ -28,30 +28,24 @@ METRICS = ("bleu", "chrf")
 
 
 class LocalSplit(Section):
-    src: str = Field(description="path of the source-side text file (one sentence a line)")
-    tgt: str = Field(description="path of the target-side text file")
+    src: str = Field()  # path of the source-side text file (one sentence a line)
+    tgt: str = Field()  # path of the target-side text file
 
 
 class MTDataConfig(DataConfig):
-    dataset: str = Field(
-        "multi30k",
-        description="registry name (multi30k, tatoeba_deu_eng, tatoeba_fra_eng) or 'local'",
-    )
+    # registry name (multi30k, tatoeba_deu_eng, tatoeba_fra_eng) or 'local'
+    dataset: str = "multi30k"
     src_lang: str = "en"
     tgt_lang: str = "de"
-    local: dict[str, LocalSplit] | None = Field(
-        None, description="dataset: local — split name -> {src, tgt} file paths"
-    )
-    max_words: int = Field(80, ge=1, description="drop training pairs with more words on a side")
-    max_length_ratio: float = Field(
-        3.0, gt=0, description="drop training pairs whose word-count ratio exceeds this"
-    )
-    max_train_lines: int | None = Field(
-        None, ge=1, description="keep only the first N training pairs (quick runs, tests)"
-    )
-    max_eval_lines: int | None = Field(
-        None, ge=1, description="keep only the first N valid/test pairs (quick runs, tests)"
-    )
+    # dataset: local — split name -> {src, tgt} file paths
+    local: dict[str, LocalSplit] | None = None
+    max_words: int = Field(80, ge=1)  # drop training pairs with more words on a side
+    # drop training pairs whose word-count ratio exceeds this
+    max_length_ratio: float = Field(3.0, gt=0)
+    # keep only the first N training pairs (quick runs, tests)
+    max_train_lines: int | None = Field(None, ge=1)
+    # keep only the first N valid/test pairs (quick runs, tests)
+    max_eval_lines: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _local(self) -> MTDataConfig:
@@ -61,10 +55,8 @@ class MTDataConfig(DataConfig):
 
 
 class MTTokenizeConfig(TokenizeConfig):
-    joint: bool = Field(True, description="one vocabulary for source and target")
-    bpe_dropout: float = Field(
-        0.0, ge=0, lt=1, description="subword sampling alpha at training time (0 = off)"
-    )
+    joint: bool = True  # one vocabulary for source and target
+    bpe_dropout: float = Field(0.0, ge=0, lt=1)  # subword sampling alpha at training time (0 = off)
 
 
 class MTTrainConfig(TrainConfig):
@@ -73,15 +65,10 @@ class MTTrainConfig(TrainConfig):
 
 class MTDecodeConfig(DecodeConfig):
     search: Literal[SEARCHES["mt"]] = "beam"  # type: ignore[valid-type]
-    shortlist: int = Field(
-        0,
-        ge=0,
-        le=100,
-        description="lexical shortlist: target candidates per source piece (0 = off)",
-    )
-    shortlist_frequent: int = Field(
-        300, ge=0, description="most frequent target pieces always in the shortlist"
-    )
+    # lexical shortlist: target candidates per source piece (0 = off)
+    shortlist: int = Field(0, ge=0, le=100)
+    # most frequent target pieces always in the shortlist
+    shortlist_frequent: int = Field(300, ge=0)
 
 
 class MTScoreConfig(Section):
