@@ -6,28 +6,57 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
 
 * ``ceiling``: ../shared/bench/ceiling_mt.py — the bare training step on random, perfectly
   bucketed batches — run with the default allocator and with the allocator setting seqpipe
-  uses (seqpipe/runtime.py), since both bound us on this machine.
+  uses (seqpipe/core/runtime.py), since both bound us on this machine.
 * ``train_input_feeding`` / ``train_fast``: seqpipe's train stage end to end (data pipeline,
   padding, bookkeeping included) for ``--steps`` updates: real source+target tokens/s
   (EOS counted, padding not), peak RSS. Input feeding is Bahdanau attention queried by the
-  new decoder state (``model.attention_query=current``), as Joey NMT and the ceiling do;
-  ``train_input_feeding_previous_query`` is the Bahdanau et al. order (context into the RNN,
-  a larger RNN input), reported for reference.
+  new decoder state (``model.attention_query=current``), as Joey NMT and the ceiling do: the
+  same architecture as Joey's, 8,049,920 parameters; ``train_input_feeding_previous_query`` is
+  the Bahdanau et al. order (context into the RNN, a larger RNN input), reported for
+  reference. The variant that the decode rows decode (``--decode-model``) is trained for
+  ``--decode-minutes`` instead of ``--steps`` when that is set (default with ``--joey``).
 * ``decode_beam5`` / ``decode_greedy``: the decode stage on test_2016_flickr (1,000 sentences)
-  with the fast model: sentences/s of the decoding loop, peak RSS; ``*_shortlist``: the same
-  with a lexical shortlist (``decode.shortlist=10``, 300 frequent pieces) and its BLEU;
-  ``*_int8*``: with ``decode.quantize=int8`` (int8 dynamic quantization of the weights).
+  with the ``--decode-model`` model (default ``input_feeding``: Joey's architecture; ``fast``:
+  Luong attention without input feeding), from its last checkpoint: ``sent_per_s`` and
+  ``words_per_s`` of the decoding loop (``seconds``; output words are the whitespace-split
+  words of the detokenized hypotheses, so a model that emits longer sentences is not
+  penalised per word), ``words_per_sent``, BLEU and chrF (sacreBLEU, 13a), peak RSS;
+  ``*_shortlist``: the same with a lexical shortlist (``decode.shortlist=10``, 300 frequent
+  pieces); ``*_int8*``: with ``decode.quantize=int8`` (int8 dynamic quantization of the
+  weights). seqpipe decodes length-sorted batches of ``decode.batch_tokens`` source tokens.
+  Each row's ``ratio_sentences_per_s`` / ``ratio_words_per_s`` divide it by Joey's figure for
+  the same search (beam 5 or greedy) in ``joeynmt_decode_ref``. ``decoding_model`` names the
+  variant decoded and its training minutes (null: ``--steps`` updates).
 * ``asr_*`` (``--parts`` with ``asr``): recipes/asr_small.yaml (FSDD connected digits, joint
   CTC/attention): the features stage (× real time: audio seconds, every speed-perturbed copy
   included, per wall second, with ``features.workers`` processes), training for
   ``--asr-minutes`` (real feature frames/s), and decoding the test speaker with CTC greedy,
   CTC prefix beam (5) and joint CTC/attention beam (5): real-time factor and WER of each; and CTC
   greedy with ``decode.adapt=lin`` (two rounds): RTF of all passes, of the first, and both WERs.
-* ``joeynmt``: with ``--joey``, Joey NMT 2.3 through ../shared/bench/joeynmt/bench.sh in its own
-  venv, same data/size; otherwise its published figures are shown with ``measured: false``.
+* ``joeynmt_decode_ref``: the yardstick for the decode rows. With ``--joey``,
+  ../shared/bench/joeynmt/decode_ref.sh in Joey NMT 2.3's own venv: its stored reference model
+  (same architecture and size, trained 1,500 updates, about 30 minutes; realistic output
+  lengths) decodes the same test set with beam 5 (``beam_alpha`` 1.0) and greedy in batches of
+  64 sentences: ``*_sent_per_s``, ``*_words_per_s`` (Joey's "Generation took", the decoding
+  loop only, which also tokenizes the source), ``*_words_per_sent``, BLEU, chrF, and the CPU
+  cores other processes used meanwhile. Without ``--joey``: its published figures,
+  ``measured: false``.
+* ``joeynmt``: the training comparison. With ``--joey``, ../shared/bench/joeynmt/bench.sh
+  trains Joey for ``--joey-budget`` seconds (real tokens/s, against ``train_*``); its decoding
+  of that young model is kept under ``young_model_decode`` for reference only (its output
+  length, and so its sentences/s, follows how far training got). Without ``--joey``: its
+  published training figure, ``measured: false``.
+* ``ratios``: ``train_*_vs_joey`` (real tokens/s against ``joeynmt``), and per decode row
+  ``decode_*_vs_joey``: its ``ratio_sentences_per_s`` and ``ratio_words_per_s`` beside its
+  ``bleu`` and Joey's ``joey_bleu``; ``joey_decode_measured`` says whether Joey's side was
+  measured in this run.
+
+A like-for-like decode ratio needs models of realistic output on both sides: compare words/s
+beside sentences/s, and BLEU beside both.
 
 Usage: python bench/run_bench.py [--threads 2] [--steps 60] [--parts mt,asr] [--asr-minutes 3]
-                                 [--joey] [--joey-budget 300]
+                                 [--joey] [--joey-budget 300] [--decode-model input_feeding]
+                                 [--decode-minutes 30]
 """
 
 from __future__ import annotations
@@ -36,6 +65,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -46,12 +76,26 @@ SHARED = (REPO / ".." / "shared").resolve()
 sys.path.insert(0, str(REPO))  # this checkout's seqpipe, whatever the venv points at
 RECIPE = REPO / "recipes" / "mt_small.yaml"
 ASR_RECIPE = REPO / "recipes" / "asr_small.yaml"
+JOEY_DIR = SHARED / "bench" / "joeynmt"
 JOEY_PUBLISHED = {  # ../shared/bench/joeynmt/README.md, 600 s run, 2 threads, de→en
     "train_tok_per_s": 2764,
-    "beam5_sent_per_s": 41.3,
-    "greedy_sent_per_s": 106.7,
     "source": "../shared/bench/joeynmt/README.md (not measured in this run)",
 }
+JOEY_REF_PUBLISHED = {  # ../shared/bench/joeynmt/README.md, decode_ref.sh, 2 idle threads, en→de
+    "model": "ref-en-de",
+    "beam5_sent_per_s": 34.5,
+    "beam5_words_per_s": 412,
+    "beam5_words_per_sent": 11.97,
+    "beam5_bleu": 13.34,
+    "beam5_chrf": 37.76,
+    "greedy_sent_per_s": 93.2,
+    "greedy_words_per_s": 1183,
+    "greedy_bleu": 12.18,
+    "threads": 2,
+    "source": "../shared/bench/joeynmt/README.md, decode_ref.sh on 2026-12-02 "
+    "(not measured in this run)",
+}
+DECODE_MINUTES_WITH_JOEY = 30.0  # about the training time of Joey's reference model
 
 # The Joey NMT peer's model and data; the rest from recipes/mt_small.yaml.
 COMMON = [
@@ -118,7 +162,8 @@ def decode_and_score(
     recipe: Path, args: list[str], ws: Path, env: dict[str, str], name: str
 ) -> tuple[dict, dict, int]:
     """Rerun decode (+ score) of ``recipe`` with ``args``; the test split's entries of
-    decode.json and scores.json, and the decode run's peak RSS (MiB)."""
+    decode.json (with ``output_words``: whitespace-split words of the detokenized test.hyp)
+    and scores.json, and the decode run's peak RSS (MiB)."""
     from seqpipe.core.pipeline import Pipeline
     from seqpipe.core.recipe import load_recipe
 
@@ -127,9 +172,17 @@ def decode_and_score(
         ["run", str(recipe), *args, "--to", "score", "--force", "decode", "-w", str(ws)], env
     )
     assert rc == 0, f"{name} failed"
-    dec = json.loads((ws / "cache" / "decode" / keys["decode"] / "decode.json").read_text())
+    ddir = ws / "cache" / "decode" / keys["decode"]
+    dec = json.loads((ddir / "decode.json").read_text())["splits"]["test"]
+    dec["output_words"] = count_words(ddir / "test.hyp")
     sc = json.loads((ws / "cache" / "score" / keys["score"] / "scores.json").read_text())
-    return dec["splits"]["test"], sc["splits"]["test"], rss
+    return dec, sc["splits"]["test"], rss
+
+
+def count_words(path: Path) -> int:
+    """Whitespace-split words of a hypothesis file (as decode_ref.sh counts Joey's)."""
+    with open(path, encoding="utf-8") as f:
+        return sum(len(line.split()) for line in f)
 
 
 def other_load() -> float:
@@ -138,7 +191,7 @@ def other_load() -> float:
 
 def ceiling(threads: int, tuned: bool) -> dict[str, float]:
     env = dict(os.environ)
-    if tuned:  # what seqpipe.runtime.tune_allocator sets through mallopt
+    if tuned:  # what seqpipe.core.runtime.tune_allocator sets through mallopt
         env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 31))
     out = subprocess.run(
         [sys.executable, str(SHARED / "bench" / "ceiling_mt.py"), str(threads)],
@@ -159,7 +212,21 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=4000)
     ap.add_argument("--workspace", type=Path, default=REPO / "bench_out")
     ap.add_argument("--joey", action="store_true", help="also run Joey NMT (needs its venv)")
-    ap.add_argument("--joey-budget", type=int, default=300, help="Joey training seconds")
+    ap.add_argument("--joey-budget", type=int, default=300, help="Joey training seconds (bench.sh)")
+    ap.add_argument(
+        "--decode-model",
+        choices=["input_feeding", "fast"],
+        default="input_feeding",
+        help="the variant the decode rows decode (input_feeding: Joey's architecture)",
+    )
+    ap.add_argument(
+        "--decode-minutes",
+        type=float,
+        default=None,
+        help="train the decode rows' model this long instead of --steps updates "
+        f"(default with --joey: {DECODE_MINUTES_WITH_JOEY:g}, like Joey's reference model; "
+        "0: --steps)",
+    )
     ap.add_argument("--parts", default="mt,asr", help="comma-separated: mt, asr")
     ap.add_argument("--asr-minutes", type=float, default=3.0, help="ASR training minutes")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -212,13 +279,15 @@ def bench_mt(
     from seqpipe.core.pipeline import Pipeline
     from seqpipe.core.recipe import load_recipe
 
-    budget_min = a.joey_budget / 60 if a.joey else None
+    decode_variant = f"train_{a.decode_model}"
+    decode_min = a.decode_minutes
+    if decode_min is None:
+        decode_min = DECODE_MINUTES_WITH_JOEY if a.joey else 0.0
+    # the decode rows' model is trained for a wall-clock budget like that of Joey's reference
+    # model, so that both sides decode models with realistic output (BLEU side by side)
+    budget = [f"train.max_minutes={decode_min}", "train.max_steps=null"] if decode_min else []
     for name, ov in VARIANTS.items():
-        args = [*common, *ov]
-        if name == "train_fast" and budget_min:
-            # trained for Joey's wall-clock budget, so the decode rows compare models of a
-            # like age (BLEU side by side), not a 60-update model against a 5-minute one
-            args += [f"train.max_minutes={budget_min}", "train.max_steps=null"]
+        args = [*common, *ov, *(budget if name == decode_variant else [])]
         pipe = Pipeline(load_recipe(RECIPE, args), ws)
         rc, wall, rss = measured_run(
             ["run", str(RECIPE), *args, "--to", "train", "--force", "train", "-w", str(ws)], env
@@ -244,11 +313,16 @@ def bench_mt(
         }
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
-    fast = [*common, *VARIANTS["train_fast"]]
-    if budget_min:
-        fast += [f"train.max_minutes={budget_min}", "train.max_steps=null"]
+    model = [*common, *VARIANTS[decode_variant], *budget]
+    res["decoding_model"] = {"variant": decode_variant, "train_minutes": decode_min or None}
+    note = (
+        f"{a.decode_model} model after {decode_min:g} min of training"
+        if decode_min
+        else f"{a.decode_model} model after {a.steps} updates; "
+        "BLEU and output lengths are not those of a trained model"
+    )
     shortlist = ["decode.shortlist=10", "decode.shortlist_frequent=300"]
-    for name, ov in {
+    decode_rows = {
         "decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
         "decode_greedy": ["decode.search=greedy"],
         "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *shortlist],
@@ -266,27 +340,36 @@ def bench_mt(
             "decode.quantize=int8",
             *shortlist,
         ],
-    }.items():
-        d, sc, rss = decode_and_score(RECIPE, [*fast, *ov, "decode.checkpoint=last"], ws, env, name)
+    }
+    for name, ov in decode_rows.items():
+        d, sc, rss = decode_and_score(
+            RECIPE, [*model, *ov, "decode.checkpoint=last"], ws, env, name
+        )
+        words = d["output_words"]
         res[name] = {
             "sent_per_s": d["sentences_per_second"],
+            "words_per_s": round(words / max(d["seconds"], 1e-9), 1),
+            "words_per_sent": round(words / max(d["sentences"], 1), 2),
             "seconds": d["seconds"],
             "peak_rss_mib": rss,
             "bleu": sc["bleu"]["score"],
-            "note": (
-                f"model after {budget_min * 60:.0f} s of training, like Joey's"
-                if budget_min
-                else f"model after {a.steps} updates; BLEU is not comparable to a trained model"
-            ),
+            "chrf": sc["chrf"]["score"] if "chrf" in sc else None,
+            "note": note,
         }
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
+    # Joey NMT's decoding: its stored reference model through decode_ref.sh, right after ours
+    joey_ref: dict[str, object] = dict(JOEY_REF_PUBLISHED, measured=False)
+    if a.joey:
+        joey_ref = run_joey_decode_ref(t, ws / "joey_decode_ref", joey_ref)
+    res["joeynmt_decode_ref"] = joey_ref
+
+    # Joey NMT's training through bench.sh (its decode of that young model: reference only)
     joey: dict[str, object] = dict(JOEY_PUBLISHED, measured=False)
     if a.joey:
-        run_dir = ws / "joey"
         cmd = [
             "bash",
-            str(SHARED / "bench" / "joeynmt" / "bench.sh"),
+            str(JOEY_DIR / "bench.sh"),
             "-b",
             str(a.joey_budget),
             "-t",
@@ -296,27 +379,65 @@ def bench_mt(
             "-g",
             "de",
             "-o",
-            str(run_dir),
+            str(ws / "joey"),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode == 0 and line:
             joey = dict(json.loads(line[-1]), measured=True)
+            young = {k: joey.pop(k) for k in list(joey) if k.startswith(("beam5_", "greedy_"))}
+            joey["young_model_decode"] = dict(
+                young,
+                note=f"Joey's model after {a.joey_budget} s of training; not the decode "
+                "yardstick (see joeynmt_decode_ref)",
+            )
         else:
             joey["error"] = proc.stderr[-500:]
     res["joeynmt"] = joey
-    jt = float(joey.get("train_tok_per_s", 0) or 0)
-    ratios = {}
+
+    ratios: dict[str, object] = {}
+    jt = float(joey.get("train_tok_per_s", 0) or 0)  # type: ignore[arg-type]
     if jt:
-        ratios["train_fast_vs_joey"] = round(res["train_fast"]["real_tok_per_s"] / jt, 2)  # type: ignore[index]
-        ratios["train_input_feeding_vs_joey"] = round(
-            res["train_input_feeding"]["real_tok_per_s"] / jt, 2
-        )  # type: ignore[index]
-    for ours in [r for r in res if r.startswith("decode_")]:
-        theirs = "beam5_sent_per_s" if ours.startswith("decode_beam5") else "greedy_sent_per_s"
-        if joey.get(theirs):
-            ratios[f"{ours}_vs_joey"] = round(res[ours]["sent_per_s"] / float(joey[theirs]), 2)  # type: ignore[index]
+        for name in ("train_fast", "train_input_feeding"):
+            tok_per_s = res[name]["real_tok_per_s"]  # type: ignore[index]
+            ratios[f"{name}_vs_joey"] = round(tok_per_s / jt, 2)
+    for ours in decode_rows:
+        row: dict = res[ours]  # type: ignore[assignment]
+        mode = "beam5" if ours.startswith("decode_beam5") else "greedy"
+        vs: dict[str, object] = {}
+        for ratio, mine, theirs in (
+            ("ratio_sentences_per_s", "sent_per_s", f"{mode}_sent_per_s"),
+            ("ratio_words_per_s", "words_per_s", f"{mode}_words_per_s"),
+        ):
+            if joey_ref.get(theirs):
+                vs[ratio] = round(row[mine] / float(joey_ref[theirs]), 2)  # type: ignore[arg-type]
+        vs["bleu"] = row["bleu"]
+        vs["joey_bleu"] = joey_ref.get(f"{mode}_bleu")
+        row.update({k: v for k, v in vs.items() if k.startswith("ratio_")})
+        ratios[f"{ours}_vs_joey"] = vs
+    ratios["joey_decode_measured"] = joey_ref.get("measured")
     res["ratios"] = ratios
+
+
+def run_joey_decode_ref(threads: int, run_dir: Path, fallback: dict[str, object]) -> dict:
+    """../shared/bench/joeynmt/decode_ref.sh into ``run_dir``: its final JSON line, with each
+    search's decoding-loop seconds and the CPU cores other processes used meanwhile; on
+    failure, ``fallback`` (the published figures) with the error."""
+    # a fresh run dir: decode_ref.sh copies the read-only spm.model/vocab.txt into it
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = ["bash", str(JOEY_DIR / "decode_ref.sh"), "-t", str(threads), "-o", str(run_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not line:
+        return dict(fallback, error=(proc.stderr or proc.stdout)[-500:])
+    out = dict(json.loads(line[-1]), measured=True, run_dir=str(run_dir))
+    for mode in ("beam5", "greedy"):
+        stats = json.loads((run_dir / f"decode_{mode}.json").read_text())
+        out[f"{mode}_gen_s"] = stats.get("gen_s")
+        out[f"{mode}_other_cpu_cores"] = stats.get("cpu", {}).get("other_cpu_cores")
+    out["decode_batch_sents"] = stats.get("batch_sents")
+    out["beam_alpha"] = stats.get("beam_alpha")
+    return out
 
 
 def bench_asr(a: argparse.Namespace, ws: Path, env: dict[str, str], res: dict[str, object]) -> None:
