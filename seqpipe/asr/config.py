@@ -45,7 +45,7 @@ class ASRDataConfig(DataConfig):
 
 
 class FeaturesConfig(Section):
-    kind: Literal["fbank", "mel"] = "fbank"
+    kind: Literal["fbank"] = "fbank"  # Kaldi log-mel filterbank
     num_mel_bins: int = Field(80, ge=8)
     speed_perturb: list[float] = Field(default_factory=lambda: [1.0])
     cmvn: bool = True  # global mean/variance normalisation (training stats)
@@ -65,6 +65,8 @@ class FeaturesConfig(Section):
 
     @model_validator(mode="after")
     def _noise_range(self) -> FeaturesConfig:
+        if any(s <= 0 for s in self.speed_perturb):
+            raise ValueError(f"speed_perturb: factors must be > 0, got {self.speed_perturb}")
         if self.noise_snr is not None and self.noise_snr[0] > self.noise_snr[1]:
             raise ValueError(f"noise_snr: [lo, hi] needs lo <= hi, got {list(self.noise_snr)}")
         if self.speaker_cmn == "all" and (self.utterance_cmn or self.utterance_cvn):

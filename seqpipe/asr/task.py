@@ -22,10 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqpipe.asr.features import FeatureStore, SpecAugment
+from seqpipe.asr.scoring import score_asr
+from seqpipe.asr.transcribe import split_loader, transcribe
 from seqpipe.common.batching import pad_batch, recipe_train_batches
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.common.vocab import BOS_ID, EOS_ID, IdArray
 from seqpipe.errors import InputError
+from seqpipe.models.asr import pad_features
+from seqpipe.models.ctc import ctc_loss
+from seqpipe.models.seq2seq import label_smoothed_nll
 
 
 @dataclass
@@ -51,9 +57,6 @@ class ASRTask:
         tok: Any,
         log: Any,
     ):
-        from seqpipe.asr.features import FeatureStore, SpecAugment
-        from seqpipe.asr.transcribe import split_loader
-
         self.recipe, self.cfg, self.model, self.tok = recipe, recipe.train, model, tok
         self.arch = recipe.model.arch
         d = feat_dir
@@ -129,9 +132,6 @@ class ASRTask:
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Greedy WER/CER (%) and the loss per target token on the valid split."""
-        from seqpipe.asr.scoring import score_asr
-        from seqpipe.asr.transcribe import transcribe
-
         n = len(self.valid_tgt)
         lengths = self.valid_store.lengths[:n]
         # ctc_attention: the CTC branch (aligned early) picks checkpoints; decoding is joint
@@ -178,8 +178,6 @@ def make_asr_batch(
 ) -> ASRBatch:
     """A padded batch of normalised features and their targets (``augment``: e.g.
     SpecAugment, applied to the padded features)."""
-    from seqpipe.models.asr import pad_features
-
     x, x_len = pad_features(feats, min_frames)
     if augment is not None:
         x = augment(x, x_len)
@@ -203,9 +201,6 @@ def asr_loss(
     model: torch.nn.Module, batch: ASRBatch, arch: str, ctc_weight: float, label_smoothing: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Summed loss of a batch (see the module docstring) and its parts."""
-    from seqpipe.models.ctc import ctc_loss
-    from seqpipe.models.seq2seq import label_smoothed_nll
-
     out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
     stats: dict[str, float] = {}
     total = None

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +112,6 @@ def _run_members(
     log_file: str | None,
 ) -> list[dict[str, Any]]:
     """Train the members not finished yet, ``jobs`` at a time; :return: each one's train.json."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     # a member that finished (its train.json written) before an interruption is not retrained
     done = {
@@ -231,8 +233,6 @@ def _member_main(
 ) -> dict[str, Any]:
     """One member in a spawned process: its log lines go to stderr and the experiment log.
     It stops when the stage's process is gone (killed), leaving its last checkpoint."""
-    import threading
-    import time
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqpipe.common.trainer import pick_device
 from seqpipe.errors import InputError
 from seqpipe.models.asr import build_asr_model
 from seqpipe.models.seq2seq import build_model as build_seq2seq
@@ -86,8 +87,6 @@ def load_trained(
 def load_for_decoding(train_dir: Path, cfg: Any) -> tuple[nn.Module, dict[str, Any], torch.device]:
     """A decode stage's model: on ``decode.device`` (CPU: ``decode.threads`` torch threads),
     from ``decode.checkpoint``, int8 with ``decode.quantize``. :return: model, spec, device"""
-    from seqpipe.common.trainer import pick_device
-
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)

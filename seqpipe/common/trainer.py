@@ -19,6 +19,7 @@ Files written into the stage folder::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from seqpipe.core.recipe import TrainConfig
+from seqpipe.core.runtime import tune_allocator
 from seqpipe.errors import StageError
 from seqpipe.models.seq2seq import count_parameters
 
@@ -169,8 +171,6 @@ class Trainer:
     def __init__(
         self, cfg: TrainConfig, model: nn.Module, task: Task, out: Path, log: Any, seed: int
     ):
-        from seqpipe.core.runtime import tune_allocator
-
         tune_allocator()
         self.cfg, self.task, self.out, self.log, self.seed = cfg, task, Path(out), log, seed
         self.rank, self.world, local = distributed_env()
@@ -563,8 +563,6 @@ def train_and_report(
 
 def weights_digest(model: nn.Module) -> str:
     """sha256 over every parameter and buffer, in state_dict order."""
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())

@@ -10,9 +10,12 @@ one flat array) and ``<name>.offsets.npy`` (int64, n+1 offsets), read memory-map
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -21,8 +24,6 @@ class Tokenizer:
     """Source and target SentencePiece models (the same object when ``joint``)."""
 
     def __init__(self, folder: Path):
-        import sentencepiece as spm
-
         folder = Path(folder)
         joint = folder / "spm.model"
         if joint.is_file():
@@ -53,36 +54,26 @@ class Tokenizer:
         return self.tgt.decode(ids)
 
 
-def train_sentencepiece(
-    inputs: list[Path],
-    prefix: Path,
-    *,
-    model_type: str,
-    vocab_size: int,
-    character_coverage: float,
-    seed: int,
-    input_sentence_size: int,
-    threads: int,
-) -> None:
-    """Train one SentencePiece model on ``inputs`` (training text only)."""
-    import sentencepiece as spm
-
+def train_sentencepiece(inputs: list[Path], prefix: Path, cfg: Any, seed: int) -> None:
+    """Train one SentencePiece model on ``inputs`` (training text only) as the recipe's
+    ``tokenize:`` section ``cfg`` says (model_type, vocab_size, character_coverage,
+    max_sentencepiece_sentences, threads)."""
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
         input=[str(p) for p in inputs],
         model_prefix=str(prefix),
-        model_type=model_type,
-        vocab_size=vocab_size,
-        character_coverage=character_coverage,
+        model_type=cfg.model_type,
+        vocab_size=cfg.vocab_size,
+        character_coverage=cfg.character_coverage,
         hard_vocab_limit=False,  # tiny corpora: take what is there instead of failing
         normalization_rule_name="identity",
         pad_id=PAD_ID,
         unk_id=UNK_ID,
         bos_id=BOS_ID,
         eos_id=EOS_ID,
-        input_sentence_size=input_sentence_size,
+        input_sentence_size=cfg.max_sentencepiece_sentences,
         shuffle_input_sentence=True,
-        num_threads=max(1, threads),
+        num_threads=max(1, cfg.threads),
         minloglevel=2,
     )
 
@@ -135,8 +126,6 @@ class CharTokenizer:
         return cls(sorted(chars))
 
     def save(self, folder: Path) -> None:
-        import json
-
         data = {"type": "char", "space": self.SPACE, "tokens": self.tokens}
         (Path(folder) / self.FILE).write_text(
             json.dumps(data, ensure_ascii=False, indent=0) + "\n", encoding="utf-8"
@@ -144,8 +133,6 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, folder: Path) -> CharTokenizer:
-        import json
-
         data = json.loads((Path(folder) / cls.FILE).read_text(encoding="utf-8"))
         return cls(data["tokens"][len(cls.SPECIALS) :])
 

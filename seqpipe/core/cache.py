@@ -23,9 +23,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from seqpipe.core import __version__
 from seqpipe.errors import LockedError
 
 MANIFEST = "manifest.json"
@@ -166,9 +168,6 @@ def _fsync_dir(path: Path) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions of what can change an artifact (recorded in every manifest)."""
-    from importlib import metadata
-
-    from seqpipe.core import __version__
 
     out = {"seqpipe": __version__, "python": platform.python_version()}
     for pkg in ("torch", "torchaudio", "sentencepiece", "sacrebleu", "jiwer", "numpy"):

@@ -9,6 +9,7 @@ under a second. A stage's module is imported by name only when it runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -288,8 +289,6 @@ class Pipeline:
         )
 
     def _old_keys(self, arts: dict[str, Artifact]) -> dict[str, str]:
-        import json
-
         p = self.exp_dir / "keys.json"
         try:
             old = json.loads(p.read_text())

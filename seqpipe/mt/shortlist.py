@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from seqpipe.common.search import VocabSubset
-from seqpipe.common.vocab import BOS_ID, EOS_ID, PAD_ID
+from seqpipe.common.vocab import BOS_ID, EOS_ID, PAD_ID, IdArray
 
 
 class LexicalShortlist:
@@ -93,8 +93,6 @@ class LexicalShortlist:
         cls, tok_dir: Path, src_vocab_size: int, tgt_vocab_size: int
     ) -> LexicalShortlist:
         """Build from a tokenize artifact's training split (``train.src``/``train.tgt`` ids)."""
-        from seqpipe.common.vocab import IdArray
-
         src, tgt = IdArray(tok_dir, "train.src"), IdArray(tok_dir, "train.tgt")
         return cls.build(
             [src[i] for i in range(len(src))],

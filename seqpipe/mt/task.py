@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sacrebleu
+import sentencepiece as spm
 import torch
 
 from seqpipe.common.batching import decode_batches, pad_batch, recipe_train_batches
+from seqpipe.common.search import greedy_search
 from seqpipe.common.vocab import BOS_ID, EOS_ID, IdArray, Tokenizer
+from seqpipe.data.text import read_lines
+from seqpipe.models.seq2seq import label_smoothed_nll
 
 
 @dataclass
@@ -59,9 +64,6 @@ class MTTask:
 
     def _resample(self, epoch: int, alpha: float) -> None:
         """BPE-dropout: a new sampled segmentation of the training data for this epoch."""
-        import sentencepiece as spm
-
-        from seqpipe.data.text import read_lines
 
         spm.set_random_generator_seed(self.recipe.train_seed() * 1000 + epoch)
         src_text = read_lines(self.prep / "train.src")
@@ -89,18 +91,12 @@ class MTTask:
         )
 
     def loss(self, model: torch.nn.Module, batch: MTBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        from seqpipe.models.seq2seq import label_smoothed_nll
-
         logits = model(batch.src, batch.src_len, batch.tgt_in)
         loss, nll, n = label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing)
         return loss, {"nll": float(nll), "n": int(n)}
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Teacher-forced loss and greedy BLEU on the validation split."""
-        import sacrebleu
-
-        from seqpipe.common.search import greedy_search
-        from seqpipe.models.seq2seq import label_smoothed_nll
 
         lens = np.array([len(s) + 1 for s in self.valid_src])
         hyps: list[list[int]] = [[] for _ in self.valid_src]

@@ -18,7 +18,11 @@ import json
 import shutil
 from pathlib import Path
 
+import sacrebleu
+
+from seqpipe.data.text import read_lines
 from seqpipe.errors import InputError
+from seqpipe.tools.leaderboard import collect, render
 
 BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
 
@@ -42,9 +46,6 @@ def _bucket(n: int) -> str:
 def _mt_section(
     split: str, prep: Path, dec: Path, out: Path, lowercase: bool, worst: int, tokenize: str
 ) -> list[str]:
-    import sacrebleu
-
-    from seqpipe.data.text import read_lines
 
     src = read_lines(prep / f"{split}.src")
     ref = read_lines(prep / f"{split}.tgt")
@@ -126,8 +127,6 @@ def _bar_chart(labels: list[str], values: list[float], png: Path, title: str) ->
 
 def write_report(run: str | Path, out: str | Path | None = None, worst: int = 10) -> Path:
     """Write the report of ``run``; returns the markdown file."""
-    from seqpipe.tools.leaderboard import collect, render
-
     run = Path(run)
     if not run.exists():
         raise InputError(f"{run}: no such experiment folder")

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seqpipe.core.pipeline import Pipeline
+from seqpipe.core.recipe import load_recipe
+from seqpipe.core.schema import hash_obj
 from seqpipe.errors import InputError, SeqpipeError
+from seqpipe.tools.leaderboard import collect
 
 
 @dataclass
@@ -115,8 +119,6 @@ def _int_like(s: str) -> bool:
 
 
 def variant_name(base: str, overrides: dict[str, str]) -> str:
-    from seqpipe.core.schema import hash_obj
-
     return f"{base}-{hash_obj(sorted(overrides.items()), n=6)}"
 
 
@@ -158,8 +160,6 @@ def plan(
 ) -> list[Variant]:
     """Variants of ``recipe``, each checked by loading its recipe (bad keys fail here, before
     anything runs)."""
-    from seqpipe.core.recipe import load_recipe
-
     base_name = load_recipe(recipe, base_overrides).name
     grid = parse_grid(grid_specs)
     variants = make_variants(base_name, grid, random_n, seed)
@@ -180,9 +180,6 @@ def run_sweep(
 ) -> list[Variant]:
     """Run every variant's stages (cached ones are skipped). A variant whose stage fails is
     recorded (``variant.error``) and the sweep goes on."""
-    from seqpipe.core.pipeline import Pipeline
-    from seqpipe.core.recipe import load_recipe
-
     for i, v in enumerate(variants, 1):
         r = load_recipe(recipe, [*base_overrides, *v.override_args(), f"name={v.name}"])
         pipe = Pipeline(r, workspace, debug=debug)
@@ -207,8 +204,6 @@ def run_sweep(
 
 def leaderboard_rows(variants: list[Variant], workspace: Path | str) -> list[dict[str, Any]]:
     """Leaderboard rows of the sweep's runs, with their overrides and names."""
-    from seqpipe.tools.leaderboard import collect
-
     by_key: dict[str, list[Variant]] = {}
     for v in variants:
         if v.score_key:

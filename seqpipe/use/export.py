@@ -29,6 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from seqpipe.asr.transcribe import feature_settings
+from seqpipe.common.checkpoint import CHECKPOINT_FILES
+from seqpipe.core.cache import git_commit, library_versions
 from seqpipe.errors import InputError
 from seqpipe.use.api import BUNDLE_FORMAT, ModelSource
 
@@ -36,18 +42,11 @@ FORMAT_VERSION = 1
 
 
 def _bytes_tensor(data: bytes) -> Any:
-    import numpy as np
-    import torch
-
     return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
 
 
 def build_bundle(src: ModelSource, checkpoint: str | None = None) -> dict[str, Any]:
     """The export dict of a model found in a cache (see :func:`seqpipe.use.api.resolve_model`)."""
-    import torch
-
-    from seqpipe.common.checkpoint import CHECKPOINT_FILES
-    from seqpipe.core.cache import git_commit, library_versions
 
     if src.bundle is not None:
         raise InputError(f"{src.description}: already an exported model file")
@@ -115,10 +114,6 @@ def _tokenizer_entry(tok_dir: Path) -> dict[str, Any]:
 
 def _features_entry(feat_dir: Path) -> dict[str, Any]:
     """ASR: the feature settings and normalisation a model was trained with (tensors)."""
-    import numpy as np
-    import torch
-
-    from seqpipe.asr.transcribe import feature_settings
 
     feats = feature_settings(feat_dir)
     cmvn = feats.pop("cmvn")
@@ -132,8 +127,6 @@ def _features_entry(feat_dir: Path) -> dict[str, Any]:
 def export_model(src: ModelSource, out: str | Path, checkpoint: str | None = None) -> Path:
     """Write ``src``'s model to ``out`` (atomically) and check that it loads with
     ``weights_only=True``."""
-    import torch
-
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give a file name (e.g. model.spt)")

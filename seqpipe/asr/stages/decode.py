@@ -56,13 +56,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if s.search == "joint":
         info["ctc_weight"] = s.ctc_weight
     if cfg.adapt != "none":
-        info["adapt"] = {
-            "method": cfg.adapt,
-            "epochs": cfg.adapt_epochs,
-            "lr": cfg.adapt_lr,
-            "rounds": cfg.adapt_rounds,
-            "targets": cfg.adapt_targets,
-        }
+        keys = ("epochs", "lr", "rounds", "targets")
+        info["adapt"] = {"method": cfg.adapt, **{k: getattr(cfg, f"adapt_{k}") for k in keys}}
     for split in cfg.splits:
         if not (feat_dir / "feats" / split).is_dir():
             known = ", ".join(sorted(stats["splits"]))

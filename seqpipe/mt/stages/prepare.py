@@ -8,6 +8,7 @@ kept and dropped.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from seqpipe.core.stage import StageContext
@@ -60,8 +61,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def _local_pairs(ctx: StageContext) -> dict[str, list[tuple[str, str]]]:
-    from pathlib import Path
-
     out = {}
     for split, files in (ctx.recipe.data.local or {}).items():
         out[split] = read_parallel(Path(files.src), Path(files.tgt), f"data.local.{split}")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import sacrebleu
+
 from seqpipe.core.stage import StageContext
 from seqpipe.data.text import read_lines
 from seqpipe.errors import InputError
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import sacrebleu
-
     cfg = ctx.recipe.score
     prep, dec = ctx.inputs["prepare"].path, ctx.inputs["decode"].path
     out: dict[str, Any] = {"task": "mt", "splits": {}}

@@ -20,19 +20,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.recipe.tokenize
     prep = ctx.inputs["prepare"].path
     splits = sorted({p.name.split(".")[0] for p in prep.glob("*.src")})
-    common = dict(
-        model_type=cfg.model_type,
-        vocab_size=cfg.vocab_size,
-        character_coverage=cfg.character_coverage,
-        seed=ctx.recipe.seed,
-        input_sentence_size=cfg.max_sentencepiece_sentences,
-        threads=cfg.threads,
+    inputs = (
+        {"spm": ["train.src", "train.tgt"]}
+        if cfg.joint
+        else {"src": ["train.src"], "tgt": ["train.tgt"]}
     )
-    if cfg.joint:
-        train_sentencepiece([prep / "train.src", prep / "train.tgt"], ctx.out / "spm", **common)
-    else:
-        train_sentencepiece([prep / "train.src"], ctx.out / "src", **common)
-        train_sentencepiece([prep / "train.tgt"], ctx.out / "tgt", **common)
+    for prefix, files in inputs.items():
+        train_sentencepiece([prep / f for f in files], ctx.out / prefix, cfg, ctx.recipe.seed)
     tok = Tokenizer(ctx.out)
     stats: dict[str, Any] = {
         "src_vocab_size": tok.src_vocab_size,
