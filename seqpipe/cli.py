@@ -267,7 +267,6 @@ def _use_model(
     workspace: Path,
     **asked: Any,
 ) -> None:
-
     from seqpipe.common.settings import DecodeSettings
     from seqpipe.use.api import Model, resolve_model
 

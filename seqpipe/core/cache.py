@@ -168,7 +168,6 @@ def _fsync_dir(path: Path) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions of what can change an artifact (recorded in every manifest)."""
-
     out = {"seqpipe": __version__, "python": platform.python_version()}
     for pkg in ("torch", "torchaudio", "sentencepiece", "sacrebleu", "jiwer", "numpy"):
         with contextlib.suppress(metadata.PackageNotFoundError):

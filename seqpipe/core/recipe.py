@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -34,10 +34,8 @@ from seqpipe.core.schema import (
     parse_override,
     set_override,
 )
+from seqpipe.core.stage import StageSpec
 from seqpipe.errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from seqpipe.core.stage import StageSpec
 
 TASKS = {"mt": "MT", "asr": "ASR"}  # task -> its name in messages; seqpipe.<task>.config
 
@@ -162,8 +160,6 @@ class Recipe(Section):
     def stage_graph(self) -> list[StageSpec]:
         """The stages of this recipe, in order: prepare, the task's own, score. A stage's
         key hashes what it reads (``sections``) and its inputs' keys."""
-        from seqpipe.core.stage import StageSpec
-
         m = f"seqpipe.{self.task}.stages."
         return [
             StageSpec(

@@ -98,6 +98,8 @@ def _decode_config(raw: dict[str, Any] | None, where: str, task: str) -> Any:
 def _recipe_decode(recipe_file: Path) -> tuple[Any, str | None]:
     import yaml
 
+    from seqpipe.core.recipe import TASKS
+
     if not recipe_file.is_file():
         return None, None
     text = recipe_file.read_text(encoding="utf-8")
@@ -105,7 +107,7 @@ def _recipe_decode(recipe_file: Path) -> tuple[Any, str | None]:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{recipe_file}: invalid YAML ({exc})") from None
-    task = raw.get("task", "mt") if raw.get("task") in ("mt", "asr") else "mt"
+    task = raw.get("task") if raw.get("task") in TASKS else "mt"
     return _decode_config(raw.get("decode"), str(recipe_file), task), text
 
 

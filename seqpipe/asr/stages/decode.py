@@ -42,6 +42,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.recipe.decode
     model, spec, device = load_for_decoding(ctx.inputs["train"].path, cfg)
     feat_dir = ctx.inputs["features"].path
+    tok = load_target_tokenizer(feat_dir)
     stats = json.loads((feat_dir / "stats.json").read_text())
     s = DecodeSettings.from_config(cfg).resolve("asr", spec["arch"])
     info: dict[str, Any] = {
@@ -63,7 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             known = ", ".join(sorted(stats["splits"]))
             raise InputError(f"decode.splits: no split {split!r} in the data (have {known})")
         audio = float(stats["splits"][split]["audio_seconds"])
-        info["splits"][split] = _decode_split(ctx, model, s, device, split, audio)
+        info["splits"][split] = _decode_split(ctx, model, tok, s, device, split, audio)
     (ctx.out / "decode.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {"decode": info}
 
@@ -71,6 +72,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _decode_split(
     ctx: StageContext,
     model: torch.nn.Module,
+    tok: Any,
     s: DecodeSettings,
     device: torch.device,
     split: str,
@@ -79,7 +81,6 @@ def _decode_split(
     """Decode one split (with adaptation when the recipe asks), write its files; its
     ``decode.json`` entry."""
     cfg, feat_dir = ctx.recipe.decode, ctx.inputs["features"].path
-    tok = load_target_tokenizer(feat_dir)
     store = FeatureStore(feat_dir / "feats" / split)
     load = split_loader(feat_dir, store)
     adapted = None
