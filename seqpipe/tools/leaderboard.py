@@ -33,48 +33,17 @@ from seqpipe.errors import InputError
 
 # metric -> True when higher is better
 METRICS = {"bleu": True, "chrf": True, "wer": False, "cer": False}
-SORT_KEYS = {
-    **METRICS,
-    "params": False,
-    "steps": True,
-    "train_seconds": False,
-    "decode_speed": True,
-    "date": True,
-    "run": False,
-    "test_set": False,
-    "beam": False,
-}
+# sort key -> True when higher is better
+SORT_KEYS = {**METRICS, **dict.fromkeys(("steps", "decode_speed", "date"), True)}
+SORT_KEYS.update(dict.fromkeys(("params", "train_seconds", "run", "test_set", "beam"), False))
 FORMATS = ("table", "markdown", "csv", "json")
 MODEL_KEYS = ("arch", "cell", "emb_size", "hidden_size", "enc_layers", "dec_layers", "attention")
 FIELDS = [
-    "run",
-    "task",
-    "test_set",
-    "dataset",
-    "model",
+    *"run task test_set dataset model".split(),
     *MODEL_KEYS,
-    "params",
-    "bleu",
-    "bleu_signature",
-    "chrf",
-    "chrf_signature",
-    "wer",
-    "cer",
-    "normalization",
-    "sentences",
-    "search",
-    "beam",
-    "alpha",
-    "adapt",
-    "checkpoint",
-    "steps",
-    "train_seconds",
-    "decode_speed",
-    "date",
-    "commit",
-    "score_key",
-    "decode_key",
-    "train_key",
+    *"params bleu bleu_signature chrf chrf_signature wer cer normalization sentences".split(),
+    *"search beam alpha adapt checkpoint steps train_seconds decode_speed date commit".split(),
+    *"score_key decode_key train_key".split(),
 ]
 
 Warn = Callable[[str], None]
@@ -315,22 +284,14 @@ def _fmt_seconds(s: Any) -> str:
     if s is None:
         return ""
     s = float(s)
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s / 60:.1f}m"
-    return f"{s / 3600:.1f}h"
+    return f"{s:.0f}s" if s < 60 else f"{s / 60:.1f}m" if s < 3600 else f"{s / 3600:.1f}h"
 
 
 def _fmt_params(n: Any) -> str:
     if n is None:
         return ""
     n = int(n)
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1_000:
-        return f"{n / 1e3:.0f}k"
-    return str(n)
+    return f"{n / 1e6:.1f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k" if n >= 1_000 else str(n)
 
 
 def _fmt_adapt(adapt: dict[str, Any] | None) -> str | None:
@@ -444,15 +405,13 @@ def render(
     cols = _columns(rows, extra_columns)
     best = best_cells(rows)
     cells = [[f(r) for _, _, f in cols] for r in rows]
-    if fmt == "table" and not (
-        sys.stdout.isatty() and not os.environ.get("NO_COLOR") if color is None else color
-    ):
-        # no colour: mark the best values with a star instead
+    if color is None:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if fmt == "table" and not color:  # no colour: mark the best values with a star instead
         for i, row in enumerate(cells):
             for j, (_, metric, _) in enumerate(cols):
                 if metric and row[j]:
                     row[j] += "*" if (i, metric) in best else " "
-        color = False
     if fmt == "markdown":
         lines = [
             "| " + " | ".join(h for h, _, _ in cols) + " |",
@@ -464,14 +423,8 @@ def render(
                 v = row[j].replace("|", "\\|")
                 out.append(f"**{v}**" if metric and (i, metric) in best and v else v)
             lines.append("| " + " | ".join(out) + " |")
-        notes = _footnotes(rows)
-        return (
-            "\n".join(lines)
-            + "\n"
-            + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
-        )
-    if color is None:
-        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        notes = "".join(f"- {n}\n" for n in _footnotes(rows))
+        return "\n".join(lines) + "\n" + ("\n" + notes if notes else "")
     widths = [max(len(h), *(len(c[j]) for c in cells)) for j, (h, _, _) in enumerate(cols)]
     numeric = [bool(m) or h in ("params", "steps", "train", "sent/s", "RTF") for h, m, _ in cols]
 
@@ -488,9 +441,5 @@ def render(
     for i, row in enumerate(cells):
         bold = {j for j, (_, m, _) in enumerate(cols) if m and (i, m) in best}
         out.append(line(row, bold))
-    notes = _footnotes(rows)
-    if not color:
-        notes.append("* best of its test set")
-    else:
-        notes.append("bold: best of its test set")
+    notes = [*_footnotes(rows), "bold: best of its test set" if color else "* best of its test set"]
     return "\n".join(out + [""] + notes) + "\n"
