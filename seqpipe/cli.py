@@ -60,7 +60,25 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Usage errors (a missing argument, a recipe path that is a folder) in one line and exit
+    code 2, as every other error."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            code = super().main(*args, **kwargs, standalone_mode=False)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 @click.option("-v", "--verbose", is_flag=True, help="More log output.")
 @click.version_option(package_name="seqpipe")
@@ -246,9 +264,18 @@ def _audio_paths(inputs: tuple[str, ...]):
     """Audio files given directly, or listed one per line in a text file (``-``: stdin)."""
     for name in inputs:
         if name != "-" and Path(name).suffix.lower() in AUDIO_SUFFIXES:
+            if not Path(name).is_file():
+                raise InputError(f"{name}: audio file not found")
             yield name
-        else:
-            yield from _text_lines((name,))
+            continue
+        label = "<stdin>" if name == "-" else name
+        for n, line in enumerate(_text_lines((name,)), 1):
+            if line.strip() and not Path(line.strip()).is_file():
+                raise InputError(
+                    f"{label}:{n}: {line.strip()!r} is not an audio file (INPUT lists one "
+                    "audio path a line)"
+                )
+            yield line
 
 
 def _use_model(

@@ -21,7 +21,7 @@ from seqpipe.core.recipe import (
     TrainConfig,
 )
 from seqpipe.core.schema import Section, newkey, nokey
-from seqpipe.core.stage import StageSpec
+from seqpipe.core.stage import CHECKPOINTS, StageSpec
 from seqpipe.data.registry import data_fingerprint
 
 DATASETS = ("yesno", "fsdd_digits", "fsdd_connected", "an4", "librispeech", "kaldi", "tsv")
@@ -86,6 +86,14 @@ class ASRModelConfig(ModelConfig):
     subsampling: Literal["conv2d", "conv2d8", "pyramid", "none"] = "conv2d"
     conv_channels: int = Field(32, ge=1)
     frontend_norm: bool = False  # LayerNorm on the conv front end's output frames
+
+    @model_validator(mode="after")
+    def _pyramid(self) -> ASRModelConfig:
+        if self.subsampling == "pyramid" and (self.enc_layers < 2 or not self.bidirectional):
+            raise ValueError(
+                "model.subsampling: pyramid needs model.enc_layers >= 2 and bidirectional: true"
+            )
+        return self
 
 
 class ASRTrainConfig(TrainConfig):
@@ -163,6 +171,7 @@ class ASRRecipe(Recipe):
                 ("task", "seed", "model", "train", *valid),
                 ("features",),
                 resumable=True,
+                scratch=CHECKPOINTS,
             ),
             StageSpec(
                 "decode", 2, m + "decode", ("task", "decode"), ("features", "train") + speakers

@@ -10,8 +10,8 @@ the same weights as one never stopped (bit-identical on CPU).
 
 Files written into the stage folder::
 
-    checkpoint.pt        resume state (removed when training finishes)
-    best-<step>.pt       the k best models (weights only)
+    checkpoint.pt        resume state  } dropped when the artifact is committed (a kill before
+    best-<step>.pt       the k best    } that resumes or only finalises: nothing is retrained)
     model_best.pt, model_last.pt, model_averaged.pt (if train.average_last > 0)
     metrics.jsonl        one JSON object per log line / validation (appended)
     curve.png            learning curves
@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from seqpipe.core.cache import write_json_atomic
 from seqpipe.core.recipe import TrainConfig
 from seqpipe.core.runtime import tune_allocator
 from seqpipe.errors import StageError
@@ -248,6 +249,7 @@ class Trainer:
         self.scaler.load_state_dict(ck["scaler"])
         self.state = TrainState.from_dict(ck["state"])
         set_rng_state(ck["rng"])
+        self._drop_metrics_after(self.state.step)
         self.log.info(
             "train    resuming at step %d (epoch %d, batch %d; best %s)",
             self.state.step,
@@ -258,6 +260,18 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ metrics
+    def _drop_metrics_after(self, step: int) -> None:
+        """Forget the records of updates after the checkpoint (they are redone)."""
+        path = self.out / "metrics.jsonl"
+        if not self.is_main or not path.is_file():
+            return
+        rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = [r for r in rows if r.endswith("\n") and json.loads(r).get("step", 0) <= step]
+        if len(keep) < len(rows):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(keep), encoding="utf-8")
+            os.replace(tmp, path)
+
     def _metric(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
@@ -481,7 +495,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
     def finalize(self) -> dict[str, Any]:
-        """Write model_best/last/averaged, the curve; drop the resume checkpoint."""
+        """Write model_best/last/averaged and the curve (the resume checkpoint stays)."""
         st = self.state
         info: dict[str, Any] = {
             "steps": st.step,
@@ -520,9 +534,7 @@ class Trainer:
                     avg[k] = v
             save_atomic(avg, self.out / "model_averaged.pt")
             info["averaged"] = [p.name for p in kept[: self.cfg.average_last]]
-        for p in kept:
-            p.unlink()
-        (self.out / CHECKPOINT).unlink(missing_ok=True)
+        # checkpoint.pt and best-*.pt stay until the artifact is committed (StageSpec.scratch)
         plot_curves(self.out / "metrics.jsonl", self.out / "curve.png", self.cfg.valid_metric)
         return info
 
@@ -547,7 +559,7 @@ def train_and_report(
     info.update(extra)
     if unit == "frames":
         info["frames_per_second"] = info["tokens_per_second"]  # ASR: real feature frames
-    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "train.json", info)
     log.info(
         "train    %d steps, %.0f s, %.0f %s/s, best valid %s %s at step %d",
         info["steps"],

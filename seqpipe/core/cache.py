@@ -110,16 +110,43 @@ class ArtifactStore:
             shutil.rmtree(final)
         return part
 
-    def commit(self, stage: str, key: str, manifest: dict[str, Any]) -> Artifact:
-        """Checksum the files, write the manifest last and rename the folder into place."""
+    def commit(
+        self, stage: str, key: str, manifest: dict[str, Any], scratch: tuple[str, ...] = ()
+    ) -> Artifact:
+        """Checksum the files (all but those matching the ``scratch`` globs: resume state),
+        write the manifest, delete the scratch files and rename the folder into place. Until
+        the manifest is written a rerun resumes from the scratch files; after it, a rerun only
+        finishes the commit (:meth:`finish`)."""
         part = self.partial_dir(stage, key)
+        drop = {p for pattern in scratch for p in part.glob(pattern)}
         files = {}
         for p in sorted(part.rglob("*")):
-            if p.is_file() and p.name != MANIFEST:
+            if p.is_file() and p.name != MANIFEST and p not in drop:
                 rel = p.relative_to(part).as_posix()
                 files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        manifest = dict(manifest, key=key, stage=stage, files=files)
-        write_json_atomic(part / MANIFEST, manifest)
+        write_json_atomic(part / MANIFEST, dict(manifest, key=key, stage=stage, files=files))
+        art = self.finish(stage, key)
+        assert art is not None
+        return art
+
+    def finish(self, stage: str, key: str) -> Artifact | None:
+        """Finish an interrupted commit: a ``.partial`` folder whose manifest was written
+        loses the files its manifest does not list and is renamed into place. None when there
+        is no such folder (or a file the manifest lists is missing or of another size)."""
+        part = self.partial_dir(stage, key)
+        try:
+            listed = json.loads((part / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        files = listed.get("files") if listed.get("key") == key else None
+        if not isinstance(files, dict) or _size_problem(part, files):
+            return None
+        for p in sorted(part.rglob("*"), reverse=True):  # files before their folders
+            rel = p.relative_to(part).as_posix()
+            if p.is_file() and p.name != MANIFEST and rel not in files:
+                p.unlink()
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
         final = self.final_dir(stage, key)
         if final.exists():
             shutil.rmtree(final)
@@ -155,6 +182,18 @@ class ArtifactStore:
                 f.seek(0)
                 f.truncate()
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _size_problem(folder: Path, files: dict[str, Any]) -> str | None:
+    """The first file of a manifest's ``files`` that is missing or of another size."""
+    for rel, meta in files.items():
+        try:
+            size = (folder / rel).stat().st_size
+        except OSError:
+            return f"{rel}: missing"
+        if size != meta.get("bytes"):
+            return f"{rel}: {size} bytes, its manifest says {meta.get('bytes')}"
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -168,17 +169,22 @@ class Pipeline:
 
     def _inputs(self, spec: StageSpec, done: dict[str, Artifact]) -> dict[str, Artifact]:
         keys = self.keys()
-        inputs = {}
-        for inp in spec.inputs:
-            a = done.get(inp) or self.store.get(inp, keys[inp])
-            if a is None:
-                raise InputError(
-                    f"stage {spec.name} needs the output of stage {inp}, which has not "
-                    f"run for this recipe: run `seqpipe run {self._recipe_arg()} "
-                    f"--to {inp}` first"
-                )
-            inputs[inp] = a
-        return inputs
+        inputs = {i: done.get(i) or self.store.get(i, keys[i]) for i in spec.inputs}
+        missing = [i for i, a in inputs.items() if a is None]
+        if missing:
+            upstream, todo = set(), list(spec.inputs)
+            while todo:  # every stage this one needs, directly or not
+                upstream.add(name := todo.pop())
+                todo.extend(self.by_name[name].inputs)
+            last = [s.name for s in self.stages if s.name in upstream][-1]
+            cmd = ["seqpipe", "run", self._recipe_arg(), *self.recipe._overrides]
+            cmd += ["-w", os.path.relpath(self.workspace), "--to", last]
+            what = f"stages {' and '.join(missing)}" if len(missing) > 1 else f"stage {missing[0]}"
+            raise InputError(
+                f"stage {spec.name} needs the output of {what}, not run for this recipe yet: "
+                f"run `{shlex.join(cmd)}` first"
+            )
+        return inputs  # type: ignore[return-value]
 
     def _run_follower(self, selected: list[StageSpec]) -> dict[str, Artifact]:
         """A non-zero rank under torchrun: waits for rank 0's artifacts, joins the (data-
@@ -218,6 +224,10 @@ class Pipeline:
             return str(p)
 
     def _run_stage(self, spec: StageSpec, key: str, inputs: dict[str, Artifact]) -> Artifact:
+        art = self.store.finish(spec.name, key)
+        if art is not None:  # killed between writing its manifest and the rename
+            log.info("%-8s done     %s (an interrupted commit finished)", spec.name, key)
+            return art
         out = self.store.begin(spec.name, key, keep_partial=spec.resumable)
         resumed = any(out.iterdir())
         log.info("%-8s running  %s%s", spec.name, key, " (resuming)" if resumed else "")
@@ -254,7 +264,7 @@ class Pipeline:
             "wall_time_s": round(wall, 3),
             **extra,
         }
-        art = self.store.commit(spec.name, key, manifest)
+        art = self.store.commit(spec.name, key, manifest, spec.scratch)
         log.info("%-8s done     %s in %.1f s", spec.name, key, wall)
         return art
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from seqpipe.core.schema import (
     Section,
@@ -83,6 +83,22 @@ class ModelConfig(Section):
     bridge: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
     tied_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        """What the model's constructors would refuse, refused when the recipe loads."""
+        enc_out = self.hidden_size * (2 if self.bidirectional else 1)
+        if self.tied_embeddings and self.emb_size != self.hidden_size:
+            raise ValueError(
+                f"model.tied_embeddings: needs model.emb_size ({self.emb_size}) == "
+                f"model.hidden_size ({self.hidden_size})"
+            )
+        if self.attention == "luong" and self.luong_score == "dot" and enc_out != self.hidden_size:
+            raise ValueError(
+                "model.luong_score: dot needs the encoder's output size (2 x hidden_size when "
+                "bidirectional) == hidden_size; use general or bidirectional: false"
+            )
+        return self
 
 
 class TrainConfig(Section):
@@ -184,6 +200,7 @@ class Recipe(Section):
 
     # where the recipe came from (not part of the schema)
     _path: Path | None = None
+    _overrides: tuple[str, ...] = ()  # as given on the command line
 
     @property
     def path(self) -> Path | None:
@@ -230,6 +247,21 @@ def _other_task_hint(task: str):
 # loading
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", k.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> tuple[str, dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"{path}: recipe file not found")
@@ -238,7 +270,7 @@ def _read_yaml(path: Path) -> tuple[str, dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -280,10 +312,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         recipe = schema.model_validate(raw)
     except ValidationError as exc:
-        raise InputError(format_errors(exc, str(path), lines, schema, hint)) from None
+        given = {tuple(parts): o for o, parts, _ in parsed}
+        raise InputError(format_errors(exc, str(path), lines, schema, hint, given)) from None
     if not recipe.name:
         recipe.name = path.stem
-    recipe._path = path.resolve()
+    recipe._path, recipe._overrides = path.resolve(), tuple(overrides or ())
     _resolve_local_paths(recipe, path.resolve().parent)
     return recipe
 

@@ -164,20 +164,35 @@ def _unknown_key_hint(
     return f"unknown key; known keys: {', '.join(known)}" if known else "unknown key"
 
 
+def _nearest(table: dict[tuple[str, ...], Any], loc: tuple[str, ...]) -> Any:
+    """``table``'s value for ``loc`` or its nearest parent, or None."""
+    return next((table[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in table), None)
+
+
 def format_errors(
     err: ValidationError,
     source: str,
     lines: dict[tuple[str, ...], int],
     schema: type[BaseModel],
     other_task: OtherTask | None = None,
+    overrides: dict[tuple[str, ...], str] | None = None,
 ) -> str:
-    """One line for a validation error: ``file:line: key: what is wrong``."""
+    """One line for a validation error: ``file:line: key: what is wrong``, or ``override
+    'KEY=VALUE': key: what is wrong`` when the value came from an override (``overrides``:
+    key path -> the override as typed)."""
     msgs = []
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "value_error":  # a validator's "key.path: what is wrong"
+            msg = str(e.get("ctx", {}).get("error", msg))
+            head, sep, rest = msg.partition(": ")
+            if sep and head and " " not in head:
+                parts = tuple(head.split("."))
+                loc, msg = (parts if parts[: len(loc)] == loc else loc + parts), rest
         key = ".".join(loc) if loc else "(recipe)"
-        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-        where = f"{source}:{line}" if line else source
+        given, line = _nearest(overrides or {}, loc), _nearest(lines, loc)
+        where = f"override {given!r}" if given else f"{source}:{line}" if line else source
         if e["type"] == "extra_forbidden":
             msgs.append(f"{where}: {key}: {_unknown_key_hint(schema, loc, other_task)}")
         elif e["type"] == "missing":
@@ -185,7 +200,8 @@ def format_errors(
         else:
             got = e.get("input")
             got_s = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-            msgs.append(f"{where}: {key}: {e['msg'].lower()}{got_s}")
+            msg = msg if e["type"] == "value_error" else msg[:1].lower() + msg[1:]
+            msgs.append(f"{where}: {key}: {msg}{got_s}")
     return "; ".join(msgs)
 
 
@@ -204,7 +220,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise InputError(f"override {text!r}: value is not valid YAML ({exc})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"override {text!r}: value is not valid YAML: {problem}") from None
     return parts, value
 
 

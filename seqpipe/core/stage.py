@@ -19,6 +19,9 @@ from seqpipe.core.cache import Artifact
 
 log = logging.getLogger("seqpipe")
 
+# a training stage's resume state (seqpipe.common.trainer), ensemble members' included
+CHECKPOINTS = ("**/checkpoint.pt", "**/best-*.pt")
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -31,6 +34,9 @@ class StageSpec:
     inputs: tuple[str, ...]  # upstream stages
     resumable: bool = False  # keep the .partial folder of an interrupted run (training)
     extra_key: Callable[[Any], Any] | None = None  # e.g. checksums of local input files
+    # globs of resume state (checkpoints) in the stage folder: kept until the artifact's
+    # manifest is written, never part of the finished artifact
+    scratch: tuple[str, ...] = ()
 
     def runner(self) -> Callable[[StageContext], dict[str, Any] | None]:
         return importlib.import_module(self.module).run

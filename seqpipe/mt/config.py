@@ -21,7 +21,7 @@ from seqpipe.core.recipe import (
     TrainConfig,
 )
 from seqpipe.core.schema import Section
-from seqpipe.core.stage import StageSpec
+from seqpipe.core.stage import CHECKPOINTS, StageSpec
 from seqpipe.data.registry import data_fingerprint
 
 METRICS = ("bleu", "chrf")
@@ -101,6 +101,7 @@ class MTRecipe(Recipe):
                 ("task", "seed", "model", "train", *valid),
                 ("prepare", "tokenize"),
                 resumable=True,
+                scratch=CHECKPOINTS,
             ),
             StageSpec("decode", 3, m + "decode", ("task", "decode"), ("tokenize", "train")),
         ]
