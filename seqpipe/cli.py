@@ -126,6 +126,9 @@ def _load(recipe: str, overrides: tuple[str, ...]):
 @click.option("--only", metavar="STAGE", help="Run just this stage (its inputs must exist).")
 @click.option("--force", multiple=True, metavar="STAGE", help="Rerun STAGE even if cached.")
 @click.option("--wait", is_flag=True, help="Wait for another run's workspace lock.")
+@click.option(
+    "--verify", is_flag=True, help="Check every cached artifact by sha256 (not only sizes)."
+)
 @_workspace_option
 @handle_errors
 def run(
@@ -136,6 +139,7 @@ def run(
     only: str | None,
     force: tuple[str, ...],
     wait: bool,
+    verify: bool,
     workspace: Path,
 ) -> None:
     """Run RECIPE's stages, skipping what is cached. OVERRIDES: key=value (train.lr=5e-4)."""
@@ -146,7 +150,7 @@ def run(
     pipe = Pipeline(
         r, workspace, debug=bool(click.get_current_context().find_root().params["debug"])
     )
-    done = pipe.run(only=only, start=start, stop=stop, force=force, wait=wait)
+    done = pipe.run(only=only, start=start, stop=stop, force=force, wait=wait, verify=verify)
     ran = pipe.ran
     if "score" in done:
         _print_scores(done["score"].path)
@@ -173,19 +177,23 @@ def _print_scores(path: Path) -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
+@click.option("--verify", is_flag=True, help="Check every file's sha256 against its manifest.")
 @_workspace_option
 @handle_errors
-def status(recipe: str, overrides: tuple[str, ...], workspace: Path) -> None:
-    """Show every stage of RECIPE: key, state (done/partial/stale/missing), size, time."""
+def status(recipe: str, overrides: tuple[str, ...], verify: bool, workspace: Path) -> None:
+    """Show every stage of RECIPE: key, state (done/corrupt/partial/stale/missing), size,
+    time. Exit code 2 when an artifact is corrupt."""
     from seqpipe.core.pipeline import Pipeline
 
     pipe = Pipeline(_load(recipe, overrides), workspace)
-    rows = pipe.status_rows()
+    rows = pipe.status_rows(verify)
     click.echo(f"{'stage':<9} {'key':<17} {'state':<8} {'size':>9} {'wall':>9}")
     for row in rows:
         size = _human_bytes(row["bytes"]) if row["bytes"] is not None else "-"
         wall = f"{row['wall_s']:.1f} s" if row["wall_s"] is not None else "-"
         click.echo(f"{row['stage']:<9} {row['key']:<17} {row['state']:<8} {size:>9} {wall:>9}")
+    if any(row["state"] == "corrupt" for row in rows):
+        sys.exit(2)
 
 
 def _human_bytes(n: int) -> str:

@@ -3,6 +3,8 @@
 ``InputError``  — bad input: a malformed recipe, an unknown key, a missing or corrupt file,
                   mismatched line counts. Exit code 2.
 ``StageError``  — a failure inside a stage (NaN loss, a crashed worker). Exit code 1.
+``LockedError`` — the workspace is in use by another seqpipe process. Exit code 75
+                  (``EX_TEMPFAIL``: try again later, or pass ``--wait``).
 
 Both carry one readable line; the CLI prints it without a traceback unless ``--debug``.
 """
@@ -28,7 +30,11 @@ class StageError(SeqpipeError):
     exit_code = 1
 
 
-class LockedError(SeqpipeError):
-    """Another seqpipe process holds the workspace lock. Exit code 1."""
+class CorruptError(InputError):
+    """A file of a finished artifact does not match its manifest (size or sha256). Exit 2."""
 
-    exit_code = 1
+
+class LockedError(SeqpipeError):
+    """Another seqpipe process holds the workspace lock. Exit code 75 (EX_TEMPFAIL)."""
+
+    exit_code = 75

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 if not os.environ.get("SEQPIPE_MIRROR"):
     os.environ["SEQPIPE_MIRROR"] = str((REPO / ".." / "shared" / "data").resolve())
 MIRROR = Path(os.environ["SEQPIPE_MIRROR"])
+# Tests never write outside their temporary folders, whatever the environment: workspaces are
+# the tests' own tmp folders (-w defaults to the cwd), downloads land in a temporary folder.
+os.environ.pop("SEQPIPE_WORKSPACE", None)
+os.environ["SEQPIPE_DOWNLOADS"] = tempfile.mkdtemp(prefix="seqpipe-test-downloads-")
 # Subprocesses (`python -m seqpipe`, torchrun) import the checkout under test, whatever the
 # shared venv's editable install points at.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))

@@ -3,6 +3,7 @@ bad input. No mocks of the cache or of SentencePiece."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -126,31 +127,31 @@ def test_sigkill_mid_stage_leaves_no_finished_artifact(small_mt, tmp_path: Path)
     assert len(IdArray(final, "train.src")) == 28998
 
 
-def test_concurrent_runs_do_not_corrupt_the_cache(small_mt, tmp_path: Path):
+def test_a_busy_workspace_is_refused_or_waited_for(small_mt, tmp_path: Path):
     recipe = small_mt(name="conc")
-    cmd = [sys.executable, "-m", "seqpipe", "run", str(recipe), "--to", "tokenize"]
-    a = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    b = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    ea, eb = a.communicate(timeout=300)[1], b.communicate(timeout=300)[1]
-    codes = sorted([a.returncode, b.returncode])
-    # either one waited for nothing (finished before the other started) or one was refused
-    assert codes in ([0, 0], [0, 1]), (ea, eb)
-    if codes == [0, 1]:
-        assert "workspace is in use" in (ea + eb)
-    # with --wait both succeed; the cache holds one complete artifact per stage
-    c = subprocess.Popen(
-        cmd + ["--wait", "tokenize.vocab_size=300"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    cmd = [sys.executable, "-m", "seqpipe", "run", str(recipe), "--to", "prepare"]
+    (tmp_path / "cache").mkdir()
+    with open(tmp_path / "cache" / ".lock", "a+") as held:  # another process holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("the test's pid")
+        held.flush()
+        busy = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 75, busy.stderr
+        assert busy.stderr.count("\n") == 1 and "in use by the test's pid" in busy.stderr
+        waiting = subprocess.Popen(
+            [*cmd, "--wait"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+        line = waiting.stderr.readline()
+        assert "waiting  for the test's pid" in line, line
+        time.sleep(1)
+        assert waiting.poll() is None and not (tmp_path / "cache" / "prepare").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert waiting.wait(timeout=300) == 0, waiting.stderr.read()
+    dirs = list((tmp_path / "cache" / "prepare").iterdir())
+    assert (
+        len(dirs) == 1
+        and json.loads((dirs[0] / "manifest.json").read_text())["key"] == dirs[0].name
     )
-    d = subprocess.Popen(
-        cmd + ["--wait", "tokenize.vocab_size=300"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
-    )
-    assert c.wait(timeout=300) == 0 and d.wait(timeout=300) == 0, (c.stderr.read(), d.stderr.read())
-    for stage in ("prepare", "tokenize"):
-        dirs = list((tmp_path / "cache" / stage).iterdir())
-        assert not [p for p in dirs if p.name.endswith(".partial")]
-        for p in dirs:
-            m = json.loads((p / "manifest.json").read_text())
-            assert m["key"] == p.name
 
 
 def _local_recipe(tmp_path: Path, src: str, tgt: str) -> Path:
@@ -199,29 +200,49 @@ def test_local_parallel_files_prepare_and_tokenize(tmp_path: Path):
     ] == "das ist satz nummer 0 mit Leerzeichen"
 
 
-def test_unsafe_archive_members_are_refused(tmp_path: Path):
+def _tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    "kind, name, link",
+    [
+        ("file", "../evil.txt", ""),
+        ("file", "/tmp/evil-abs.txt", ""),
+        ("file", "a/../../evil.txt", ""),
+        ("symlink", "link", "/etc/passwd"),
+        ("symlink", "sub/link", "../../outside"),
+        ("hardlink", "hard", "../outside"),
+        ("chr", "dev", ""),
+        ("fifo", "fifo", ""),
+    ],
+)
+def test_unsafe_archive_members_are_refused(tmp_path: Path, kind: str, name: str, link: str):
     import io
     import tarfile
-    import zipfile
 
-    from seqpipe.data.registry import safe_extract_tar, safe_extract_zip
-    from seqpipe.errors import InputError
+    from seqpipe.data.registry import UnsafeArchiveError, safe_extract_tar
 
     tar_path = tmp_path / "evil.tar"
     with tarfile.open(tar_path, "w") as tar:
-        data = b"owned"
-        info = tarfile.TarInfo("../evil.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    with pytest.raises(InputError, match="leaves the target folder"):
+        good = tarfile.TarInfo("good.txt")  # a safe member first: nothing may be written
+        good.size = 2
+        tar.addfile(good, io.BytesIO(b"ok"))
+        info = tarfile.TarInfo(name)
+        info.type = {
+            "file": tarfile.REGTYPE,
+            "symlink": tarfile.SYMTYPE,
+            "hardlink": tarfile.LNKTYPE,
+            "chr": tarfile.CHRTYPE,
+            "fifo": tarfile.FIFOTYPE,
+        }[kind]
+        info.linkname = link
+        info.size = 5 if kind == "file" else 0
+        tar.addfile(info, io.BytesIO(b"owned") if kind == "file" else None)
+    before = _tree(tmp_path)
+    with pytest.raises(UnsafeArchiveError, match=f"refusing member {name!r}"):
         safe_extract_tar(tar_path, tmp_path / "out")
-    assert not (tmp_path / "evil.txt").exists()
-    zip_path = tmp_path / "evil.zip"
-    with zipfile.ZipFile(zip_path, "w") as zf:
-        zf.writestr("/abs/evil.txt", "x")
-        zf.writestr("../../evil2.txt", "x")
-    with pytest.raises(InputError, match="leaves the target folder"):
-        safe_extract_zip(zip_path, tmp_path / "out2")
+    assert _tree(tmp_path) == before and not Path("/tmp/evil-abs.txt").exists()
 
 
 def test_checksum_mismatch_in_mirror_is_reported(tmp_path: Path):

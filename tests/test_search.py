@@ -164,14 +164,41 @@ def test_beam_batched_equals_alone(trained64: Seq2Seq) -> None:
         assert_same_nbest(batched[i], alone[0], f"sentence {i}")
 
 
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_beam_batched_equals_alone_in_float32(trained: Seq2Seq, query: str) -> None:
+    """Decoding runs in float32: padded batches must give the same hypotheses there too (scores
+    within float32 rounding)."""
+    if query == "previous":  # the trained Bahdanau model: the previous state queries
+        model = trained
+    else:
+        model = scaled_random_model(
+            5, scale=1.5, attention="bahdanau", attention_query="current", src_vocab_size=VOCAB
+        ).float()
+    src, lengths = mixed_sources(48, seed=9)
+    batched = beam_search(model, src, lengths, beam_size=4, nbest=2)
+    greedy = greedy_search(model, src, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        one = (src[i : i + 1, :n], lengths[i : i + 1])
+        alone = beam_search(model, *one, beam_size=4, nbest=2)[0]
+        assert [h for h, _ in batched[i]] == [h for h, _ in alone], f"sentence {i}"
+        torch.testing.assert_close(
+            torch.tensor([s for _, s in batched[i]]),
+            torch.tensor([s for _, s in alone]),
+            atol=1e-4,
+            rtol=1e-5,
+        )
+        assert greedy[i] == greedy_search(model, *one)[0], f"sentence {i}"
+
+
 @pytest.mark.parametrize(
     "config",
     [
         dict(cell="lstm", attention="luong", input_feeding=False),
         dict(cell="gru", attention="luong", input_feeding=True, dec_layers=2),
         dict(cell="lstm", attention="bahdanau", input_feeding=False, bridge=False),
+        dict(cell="gru", attention="bahdanau", input_feeding=True, attention_query="current"),
     ],
-    ids=["lstm-luong-fast", "gru-luong-feed-2layer", "lstm-bahdanau-nobridge"],
+    ids=["lstm-luong-fast", "gru-luong-feed-2layer", "lstm-bahdanau-nobridge", "bahdanau-current"],
 )
 def test_beam_batched_equals_alone_configs(config: dict) -> None:
     model = scaled_random_model(7, src_vocab_size=VOCAB, **config)

@@ -143,7 +143,8 @@ def test_api_equals_cli(ws: Path, cli_nbest: list[list[str]]):
     assert m.translate(src) == _stage_hyp(ws)
     assert m.translate(src[0]) == _stage_hyp(ws)[0]
     assert m.translate(["", src[1]]) == ["", _stage_hyp(ws)[1]]
-    assert m.translate(src, beam=1) == m.translate(src, search="greedy")
+    # beam 1 is routed to greedy search (test_search checks beam_search(beam_size=1) == greedy)
+    assert m.decode_settings(beam=1).greedy and not m.decode_settings(beam=2).greedy
     nb = m.translate(src[:5], beam=3, nbest=2)
     mine = [
         [str(i), str(k), f"{h.score:.4f}", h.text]
@@ -367,18 +368,20 @@ def test_report(ws: Path):
 def test_sweep_variants_and_bad_grids(tmp_path: Path):
     grids = ["--grid", "train.lr=1e-4:1e-3", "--grid", "model.cell=gru,lstm"]
     args = [*grids, "--grid", "model.hidden_size=16:64", "--seed", "3", "--dry-run"]
-    proc = run_cli("sweep", RECIPE, "--random", "4", *args, cwd=tmp_path, check=True)
+    untied = "model.tied_embeddings=false"  # (tied embeddings need emb_size == hidden_size)
+    proc = run_cli("sweep", RECIPE, untied, "--random", "4", *args, cwd=tmp_path, check=True)
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert len(rows) == 4 and len({r[0] for r in rows}) == 4
     for _, label in rows:
         ov = dict(kv.split("=") for kv in label.split())
         assert 1e-4 <= float(ov["train.lr"]) <= 1e-3 and ov["model.cell"] in ("gru", "lstm")
         assert 16 <= int(ov["model.hidden_size"]) <= 64
-    again = run_cli("sweep", RECIPE, "--random", "4", *args, cwd=tmp_path, check=True)
+    again = run_cli("sweep", RECIPE, untied, "--random", "4", *args, cwd=tmp_path, check=True)
     assert again.stdout == proc.stdout  # seeded
     grid = run_cli(
         "sweep",
         RECIPE,
+        untied,
         "--grid",
         "model.hidden_size=16,32",
         "--grid",
@@ -392,6 +395,7 @@ def test_sweep_variants_and_bad_grids(tmp_path: Path):
         (["--grid", "train.lr=1e-4:1e-3"], "a range needs --random"),
         (["--grid", "train.lerning_rate=1,2"], "lerning_rate"),
         (["--grid", "model.cell=gru,transformer"], "model.cell"),
+        (["--grid", "model.hidden_size=16,32"], "model.tied_embeddings: needs"),
         ([], "at least one --grid"),
     ]:
         bad = run_cli("sweep", RECIPE, *args, "--dry-run", cwd=tmp_path)
@@ -469,6 +473,10 @@ def test_transcribe_equals_the_asr_decode_stage(tmp_path: Path):
     hyp = (exp / "decode" / "test.hyp").read_text().splitlines()
     got = run_cli("transcribe", "exp/asr_yesno", str(wavs), cwd=tmp_path, check=True)
     assert got.stdout.splitlines() == hyp
+    (tmp_path / "t.txt").write_text("hello world\n")  # a text file, not a list of audio files
+    bad = run_cli("transcribe", "exp/asr_yesno", "t.txt", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.startswith("error: t.txt:1: 'hello world' is not an audio file"), bad.stderr
     # export, then the API on the file (in this process: no second torch start-up)
     from seqpipe import load_model
     from seqpipe.tools.leaderboard import collect

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from seqpipe.common.trainer import pick_device
+from seqpipe.core.cache import verified
 from seqpipe.errors import InputError
 from seqpipe.models.asr import build_asr_model
 from seqpipe.models.seq2seq import build_model as build_seq2seq
@@ -69,9 +70,9 @@ def load_trained(
     """A train artifact's model (either task) in eval mode on ``device``, and its spec: rebuilt
     from ``model.json``, weights from the checkpoint (``torch.load(weights_only=True)``)."""
     train_dir = Path(train_dir)
-    spec = json.loads((train_dir / "model.json").read_text())
+    spec = json.loads(verified(train_dir / "model.json").read_text())
     path = train_dir / CHECKPOINT_FILES[checkpoint]
-    if not path.is_file():
+    if not verified(path).is_file():  # (a file its manifest lists is corrupt when gone)
         if checkpoint == "averaged":
             raise InputError(
                 f"{path}: no averaged checkpoint; train with train.average_last=K or use "
@@ -79,7 +80,7 @@ def load_trained(
             )
         raise InputError(f"{path}: checkpoint not found")
     model = build_model(spec)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(verified(path), map_location="cpu", weights_only=True))
     model.to(device).eval()
     return model, spec
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from seqpipe.core.cache import verified
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
@@ -27,10 +29,10 @@ class Tokenizer:
         folder = Path(folder)
         joint = folder / "spm.model"
         if joint.is_file():
-            src = tgt = spm.SentencePieceProcessor(model_file=str(joint))
+            src = tgt = spm.SentencePieceProcessor(model_file=str(verified(joint)))
         else:
-            src = spm.SentencePieceProcessor(model_file=str(folder / "src.model"))
-            tgt = spm.SentencePieceProcessor(model_file=str(folder / "tgt.model"))
+            src = spm.SentencePieceProcessor(model_file=str(verified(folder / "src.model")))
+            tgt = spm.SentencePieceProcessor(model_file=str(verified(folder / "tgt.model")))
         self.src, self.tgt = src, tgt
         self.joint = joint.is_file()
 

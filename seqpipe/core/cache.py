@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from seqpipe.core import __version__
-from seqpipe.errors import LockedError
+from seqpipe.errors import CorruptError, LockedError
 
 MANIFEST = "manifest.json"
+log = logging.getLogger("seqpipe")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -63,6 +65,15 @@ class Artifact:
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
 
+    def problem(self, full: bool = False) -> str | None:
+        """The first file that does not match the manifest: missing or of another size, or
+        (``full``) of another sha256. None when the artifact is intact."""
+        files = self.manifest().get("files") or {}
+        bad = _size_problem(self.path, files)
+        if bad is None and full:
+            bad = next((f"{r}: sha256 differs" for r in files if not _sha_ok(self.path / r)), None)
+        return bad
+
     def file(self, name: str) -> Path:
         return self.path / name
 
@@ -92,11 +103,30 @@ class ArtifactStore:
             return None
         return Artifact(stage, key, path)
 
+    def usable(self, stage: str, key: str, full: bool = False) -> Artifact | None:
+        """The finished artifact if its files match its manifest (sizes; ``full``: sha256
+        too); a corrupt one is renamed ``<key>.corrupt`` (kept aside, never used) with a
+        warning, and None is returned so that it is rebuilt."""
+        art = self.get(stage, key)
+        why = art.problem(full) if art is not None else None
+        if art is None or why is None:
+            return art
+        self.set_aside(art, why)
+        return None
+
+    def set_aside(self, art: Artifact, why: str) -> None:
+        """Rename a corrupt artifact to ``<key>.corrupt`` (never used again), with a warning."""
+        aside = art.path.with_name(f"{art.key}.corrupt")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(art.path, aside)
+        log.warning("%-8s corrupt  %s (%s): set aside as %s", art.stage, art.key, why, aside.name)
+
     def keys(self, stage: str) -> list[str]:
         d = self.root / stage
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and "." not in p.name)
 
     def begin(self, stage: str, key: str, keep_partial: bool) -> Path:
         """Folder to write into. ``keep_partial``: resume an interrupted run's files."""
@@ -123,7 +153,7 @@ class ArtifactStore:
         for p in sorted(part.rglob("*")):
             if p.is_file() and p.name != MANIFEST and p not in drop:
                 rel = p.relative_to(part).as_posix()
-                files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                files[rel] = {"bytes": p.stat().st_size, "sha256": _sha(p)}
         write_json_atomic(part / MANIFEST, dict(manifest, key=key, stage=stage, files=files))
         art = self.finish(stage, key)
         assert art is not None
@@ -164,14 +194,17 @@ class ArtifactStore:
         path = self.root / ".lock"
         with open(path, "a+") as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
-                raise LockedError(
-                    f"{self.workspace}: the workspace is in use by {holder}; wait for it to "
-                    "finish (or pass --wait to queue behind it)"
-                ) from None
+                if not wait:
+                    raise LockedError(
+                        f"{self.workspace}: the workspace is in use by {holder}; wait for it to "
+                        "finish (or pass --wait to queue behind it)"
+                    ) from None
+                log.info("waiting  for %s to release the workspace %s", holder, self.workspace)
+                fcntl.flock(f, fcntl.LOCK_EX)
             f.seek(0)
             f.truncate()
             f.write(f"seqpipe pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
@@ -194,6 +227,62 @@ def _size_problem(folder: Path, files: dict[str, Any]) -> str | None:
         if size != meta.get("bytes"):
             return f"{rel}: {size} bytes, its manifest says {meta.get('bytes')}"
     return None
+
+
+_SHA: dict[tuple[int, int, int, int], str] = {}  # (device, inode, size, mtime) -> sha256
+
+
+def _sha(path: Path) -> str:
+    """sha256 of a file, hashed once per process while its size and mtime stay the same
+    (the name stays valid across the commit's rename: the memo is by inode)."""
+    st = path.stat()
+    memo = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if memo not in _SHA:
+        _SHA[memo] = sha256_file(path)
+    return _SHA[memo]
+
+
+def _sha_ok(path: Path, want: str | None = None) -> bool:
+    """Whether ``path`` has the sha256 its manifest lists (``want``, else looked up)."""
+    return _sha(path) == (want if want is not None else _listed(path)[1].get("sha256"))
+
+
+def _listed(path: Path) -> tuple[Path | None, dict[str, Any]]:
+    """(artifact folder, manifest entry) of a file of a finished artifact; (None, {}) when no
+    enclosing folder's manifest lists it (a stage's own .partial output, an exported file)."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        try:
+            files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files")
+        except (OSError, ValueError):
+            continue
+        entry = (files or {}).get(path.relative_to(folder).as_posix())
+        return (folder, entry) if isinstance(entry, dict) else (None, {})
+    return None, {}
+
+
+def verified(path: str | Path) -> Path:
+    """``path``, after checking it against the manifest of the artifact it belongs to (size
+    and sha256; each file hashed once per process). Raises :class:`CorruptError` naming the
+    file and how to rebuild it; a file no manifest lists is returned unchecked."""
+    folder, entry = _listed(path)
+    if folder is None:
+        return Path(path)
+    path = Path(path).resolve()
+    why = (
+        _size_problem(folder, {path.relative_to(folder).as_posix(): entry})
+        if path.exists()
+        else "missing"
+    )
+    if why is None and not _sha_ok(path, entry.get("sha256")):
+        why = "sha256 differs from its manifest"
+    if why is not None:
+        stage = folder.parent.name
+        raise CorruptError(
+            f"{path}: corrupt ({why.split(': ', 1)[-1]}); `seqpipe run RECIPE` rebuilds the "
+            f"{stage} artifact {folder.name} (add --verify to check every artifact it uses)"
+        )
+    return path
 
 
 def _fsync_dir(path: Path) -> None:

@@ -72,11 +72,14 @@ class Pipeline:
             self._keys = keys
         return self._keys
 
-    def state(self, name: str) -> str:
-        """done | partial | stale | missing."""
+    def state(self, name: str, verify: bool = False) -> str:
+        """done | corrupt | partial | stale | missing. A finished artifact is corrupt when a
+        file is missing or of another size than its manifest says (``verify``: or of another
+        sha256)."""
         key = self.keys()[name]
-        if self.store.get(name, key) is not None:
-            return "done"
+        art = self.store.get(name, key)
+        if art is not None:
+            return "corrupt" if art.problem(full=verify) else "done"
         if self.store.partial_dir(name, key).exists():
             return "partial"
         link = self.exp_dir / name
@@ -84,13 +87,13 @@ class Pipeline:
             return "stale"
         return "missing"
 
-    def status_rows(self) -> list[dict[str, Any]]:
+    def status_rows(self, verify: bool = False) -> list[dict[str, Any]]:
         rows = []
         for spec in self.stages:
             key = self.keys()[spec.name]
-            state = self.state(spec.name)
+            state = self.state(spec.name, verify)
             size = wall = None
-            if state == "done":
+            if state in ("done", "corrupt"):
                 art = self.store.get(spec.name, key)
                 assert art is not None
                 m = art.manifest()
@@ -130,7 +133,11 @@ class Pipeline:
         stop: str | None = None,
         force: tuple[str, ...] = (),
         wait: bool = False,
+        verify: bool = False,
     ) -> dict[str, Artifact]:
+        """Run the selected stages that have no usable artifact. Cached artifacts are checked
+        against their manifests (file sizes; ``verify``: sha256 too), and the inputs of a stage
+        that runs always by sha256: a corrupt artifact is set aside and rebuilt."""
         selected = self.select(only, start, stop)
         for f in force:
             if f not in self.by_name:
@@ -138,38 +145,53 @@ class Pipeline:
                     f"--force {f}: unknown stage; stages are {', '.join(self.by_name)}"
                 )
         keys = self.keys()
-        todo = [
-            s for s in selected if s.name in force or self.store.get(s.name, keys[s.name]) is None
-        ]
+        cached = {
+            s.name: a
+            for s in selected
+            if s.name not in force
+            and (a := self.store.get(s.name, keys[s.name])) is not None
+            and not a.problem(full=verify)
+        }
+        if len(cached) == len(selected):
+            self._link_exp(cached, write_log=False)
+            return cached
         done: dict[str, Artifact] = {}
-        if not todo:
-            for s in selected:
-                art = self.store.get(s.name, keys[s.name])
-                assert art is not None
-                done[s.name] = art
-            self._link_exp(done, write_log=False)
-            return done
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 and rank > 0:
             return self._run_follower(selected)
         with self.store.lock(wait=wait):
             self._setup_exp()
             for spec in selected:
-                art = self.store.get(spec.name, keys[spec.name])
-                if art is not None and spec.name not in force:
+                art = (
+                    None
+                    if spec.name in force
+                    else self.store.usable(spec.name, keys[spec.name], verify)
+                )
+                if art is not None:
                     log.info("%-8s cached   %s", spec.name, keys[spec.name])
                     done[spec.name] = art
                     self._link_exp({spec.name: art})
                     continue
-                inputs = self._inputs(spec, done)
-                done[spec.name] = self._run_stage(spec, keys[spec.name], inputs)
-                self.ran.append(spec.name)
-                self._link_exp({spec.name: done[spec.name]})
+                self._build(spec, done)
         return done
 
+    def _build(self, spec: StageSpec, done: dict[str, Artifact]) -> Artifact:
+        done[spec.name] = self._run_stage(spec, self.keys()[spec.name], self._inputs(spec, done))
+        self.ran.append(spec.name)
+        self._link_exp({spec.name: done[spec.name]})
+        return done[spec.name]
+
     def _inputs(self, spec: StageSpec, done: dict[str, Artifact]) -> dict[str, Artifact]:
+        """The artifacts ``spec`` reads, each checked by sha256 first (a corrupt one is set
+        aside and rebuilt now)."""
         keys = self.keys()
         inputs = {i: done.get(i) or self.store.get(i, keys[i]) for i in spec.inputs}
+        for i, art in inputs.items():
+            why = art.problem(full=True) if art is not None else None
+            if art is not None and why is not None:
+                self.store.set_aside(art, why)
+                log.info("%-8s rebuilding %s (an input of %s)", i, keys[i], spec.name)
+                inputs[i] = self._build(self.by_name[i], done)
         missing = [i for i, a in inputs.items() if a is None]
         if missing:
             upstream, todo = set(), list(spec.inputs)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import tarfile
 import time
 import urllib.error
@@ -149,14 +148,6 @@ class UnsafeArchiveError(InputError):
         super().__init__(f"{archive}: refusing member {member!r}: {reason}")
 
 
-def _check_member(dest: Path, name: str, archive: Path) -> Path:
-    """Target of zip member ``name``; raises if it would land outside ``dest``."""
-    target = (dest / name).resolve()
-    if not target.is_relative_to(dest.resolve()) or os.path.isabs(name):
-        raise UnsafeArchiveError(archive, name, "path leaves the target folder")
-    return target
-
-
 def _check_tar_member(member: tarfile.TarInfo, dest: Path, archive: Path) -> None:
     """Raise :class:`UnsafeArchiveError` if ``member`` would land outside ``dest`` (resolved)."""
     name = member.name
@@ -194,13 +185,13 @@ def safe_extract_tar(archive: str | Path, dest: str | Path) -> Path:
     dest = Path(dest)
     if not archive.is_file():
         raise InputError(f"{archive}: archive not found")
-    dest.mkdir(parents=True, exist_ok=True)
     dest_resolved = dest.resolve()
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
                 _check_tar_member(member, dest_resolved, archive)
+            dest.mkdir(parents=True, exist_ok=True)  # (nothing is written before the checks)
             # the explicit checks above, and tarfile's own "data" filter (Python >= 3.10.12)
             tar.extractall(dest_resolved, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
@@ -216,21 +207,6 @@ def safe_read_zip_member(archive: Path, member: str) -> bytes:
             raise InputError(f"{archive}: no member {member!r} (has {', '.join(names[:5])})")
         return zf.read(member)
 
-
-def safe_extract_zip(archive: Path, dest: Path) -> None:
-    """Extract a zip file, refusing members whose path leaves ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
-        # every member is checked before anything is written; each is then written to the
-        # checked path itself (no extractall: the target never comes from the archive again)
-        targets = [(info, _check_member(dest, info.filename, archive)) for info in zf.infolist()]
-        for info, target in targets:
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
 
 
 # ------------------------------------------------------------------------- keys

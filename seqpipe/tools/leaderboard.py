@@ -145,15 +145,16 @@ def collect(
 
         for mf in manifests:
             art = mf.parent
-            if art.name.endswith(".partial") or art.resolve() in seen:
+            if "." in art.name or art.resolve() in seen:  # .partial, .corrupt
                 continue
             if wanted is not None and art.name not in wanted:
                 continue
             seen.add(art.resolve())
             m = _load_json(mf, warn)
-            if m is None:
-                continue
-            rows.extend(_rows_of(art, m, up, names.get(art.name), warn))
+            if m is not None and m.get("key") != art.name:
+                warn(f"{mf}: not a manifest of this artifact (key {m.get('key')!r}); skipped")
+            elif m is not None:
+                rows.extend(_rows_of(art, m, up, names.get(art.name), warn))
     return rows
 
 
