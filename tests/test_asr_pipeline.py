@@ -101,7 +101,7 @@ def test_fsdd_connected_each_arch_runs_and_scores(fsdd_ws: Path, arch: str, extr
     proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=300)
     assert proc.returncode == 0, proc.stderr
     test = _scores(fsdd_ws, "asr_small")["splits"]["test"]
-    assert test["sentences"] == 6 and test["wer"]["score"] >= 0 and test["cer"]["score"] >= 0
+    assert test["sentences"] == 6 and test["wer"]["ref_words"] > 6 and "cer" in test
     pipe = Pipeline(load_recipe(SMALL, args), fsdd_ws)
     train = pipe.store.get("train", pipe.keys()["train"])
     spec = json.loads((train.path / "model.json").read_text())

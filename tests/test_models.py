@@ -5,8 +5,6 @@ Tiny seeded models (vocab 20, hidden 8-16), CPU only, a few seconds in all.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +18,6 @@ from seqpipe.models import (
     BahdanauAttention,
     LocationAwareAttention,
     LuongAttention,
-    RecurrentDecoder,
     RecurrentEncoder,
     Seq2Seq,
     build_model,
@@ -466,48 +463,3 @@ GOLDEN_LUONG = [
     [-0.00477, -0.08499, -0.02874, -0.03267],
     [-0.01072, -0.08852, -0.03301, -0.02214],
 ]
-
-
-# --------------------------------------------------------------------------- speed (printed)
-def test_fast_path_speed_report(
-    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Fast path (luong, no input feeding) vs the per-step loop, 256-hidden GRU, fwd+bwd.
-
-    Printed, not asserted (timings on a shared 2-core machine swing a lot). Run with ``-s``
-    or read the line printed at the end."""
-
-    def train_time(input_feeding: bool, force_loop: bool = False) -> float:
-        torch.manual_seed(0)
-        model = build_model(
-            hidden_size=256,
-            emb_size=128,
-            attention="luong",
-            input_feeding=input_feeding,
-            dropout=0.0,
-            src_vocab_size=100,
-            tgt_vocab_size=100,
-        )
-        src = torch.randint(4, 100, (32, 20))
-        lengths = torch.full((32,), 20)
-        tgt_in = torch.randint(4, 100, (32, 20))
-        with monkeypatch.context() as patch:
-            if force_loop:  # same model and maths, through the per-step loop
-                patch.setattr(RecurrentDecoder, "fast_path", property(lambda self: False))
-            times = []
-            for _ in range(3):
-                start = time.perf_counter()
-                model(src, lengths, tgt_in).sum().backward()
-                times.append(time.perf_counter() - start)
-        return sorted(times)[1]
-
-    fast = train_time(False)
-    same_loop = train_time(False, force_loop=True)
-    feeding = train_time(True)
-    with capsys.disabled():
-        print(
-            f"\n[speed] luong GRU-256, batch 32 x 20, fwd+bwd median of 3, "
-            f"{torch.get_num_threads()} thread(s): fast path {fast * 1e3:.0f} ms; "
-            f"same model stepped {same_loop * 1e3:.0f} ms ({same_loop / fast:.1f}x); "
-            f"input feeding {feeding * 1e3:.0f} ms ({feeding / fast:.1f}x)"
-        )

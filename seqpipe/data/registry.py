@@ -208,7 +208,6 @@ def safe_read_zip_member(archive: Path, member: str) -> bytes:
         return zf.read(member)
 
 
-
 # ------------------------------------------------------------------------- keys
 
 
