@@ -147,6 +147,10 @@ BAD_INPUT = [  # (args after `seqpipe`, what the one line must name); {R}: the r
     (["run", "{R}", "train.lr=abc"], "override 'train.lr=abc': train.lr: input should be"),
     (["config", "{R}", "decode.splits=[test"], "override 'decode.splits=[test': value is not"),
     (["run", "{R}", "model.emb_size=32"], "model.tied_embeddings: needs model.emb_size (32)"),
+    (["run", "{R}", "decode.nbest=9", "decode.beam_size=3"], "nbest 9 is larger than the beam"),
+    (["run", "{A}", "model.arch=attention"], "decode.search: ctc_greedy needs model.arch ctc"),
+    (["run", "{A}", "model.subsampling=pyramid"], "pyramid needs model.enc_layers >= 2"),
+    (["run", "{R}", "model.attention=luong", "model.luong_score=dot"], "dot needs the encoder"),
     (["run", "{R}", "train.spec_augment=false"], "train.spec_augment: an ASR key"),
     (["run", "{R}", "train.lerning_rate=1"], "did you mean"),
     (["run", "{R}", "train.lr"], "expected KEY=VALUE"),
@@ -166,11 +170,12 @@ BAD_INPUT = [  # (args after `seqpipe`, what the one line must name); {R}: the r
 def test_bad_input_gets_one_line_and_exit_2(tmp_path):
     recipe = tmp_path / "mt.yaml"
     shutil.copy(REPO / "recipes" / "mt_small.yaml", recipe)
+    asr = shutil.copy(REPO / "recipes" / "asr_yesno.yaml", tmp_path / "asr.yaml")
     (tmp_path / "dup.yaml").write_text("task: mt\ntrain:\n  lr: 0.1\n  lr: 0.2\n")
     (tmp_path / "broken.yaml").write_text("task: mt\ntrain: [1\n")
     (tmp_path / "typed.yaml").write_text("task: mt\ntrain:\n  max_steps: many\n")
     for args, needle in BAD_INPUT:
-        args = [a.replace("{R}", str(recipe)) for a in args]
+        args = [a.replace("{R}", str(recipe)).replace("{A}", str(asr)) for a in args]
         proc = run_cli(*args, cwd=tmp_path)
         _one_line_error(proc, needle)
         assert not (tmp_path / "cache").exists(), args  # nothing ran

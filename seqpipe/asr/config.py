@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from seqpipe.common.settings import SEARCHES
+from seqpipe.common.settings import SEARCHES, check_recipe_decode
 from seqpipe.core.recipe import (
     DataConfig,
     DecodeConfig,
@@ -146,6 +146,11 @@ class ASRRecipe(Recipe):
     train: ASRTrainConfig = Field(default_factory=ASRTrainConfig)
     decode: ASRDecodeConfig = Field(default_factory=ASRDecodeConfig)
     score: ASRScoreConfig = Field(default_factory=ASRScoreConfig)
+
+    @model_validator(mode="after")
+    def _decodable(self) -> ASRRecipe:
+        check_recipe_decode(self)
+        return self
 
     def data_fingerprint(self) -> Any:
         return data_fingerprint(self)

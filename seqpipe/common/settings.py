@@ -118,3 +118,15 @@ class DecodeSettings:
     def describe(self) -> str:
         """``beam 5`` / ``ctc_greedy`` (log lines)."""
         return f"{self.search} {self.beam_size}" if self.search in BEAM_SEARCHES else self.search
+
+
+def check_recipe_decode(recipe: Any) -> None:
+    """A recipe's decode section checked as the decode stage will (``auto`` resolved by
+    ``model.arch``): a ValueError ``decode: ...`` when the recipe is loaded, not after training."""
+    try:
+        DecodeSettings.from_config(recipe.decode).resolve(
+            recipe.task, getattr(recipe.model, "arch", None)
+        )
+    except InputError as exc:
+        msg = str(exc)
+        raise ValueError(msg if msg.startswith("decode.") else f"decode: {msg}") from None

@@ -192,6 +192,8 @@ def format_errors(
                 loc, msg = (parts if parts[: len(loc)] == loc else loc + parts), rest
         key = ".".join(loc) if loc else "(recipe)"
         given, line = _nearest(overrides or {}, loc), _nearest(lines, loc)
+        if given is None and e["type"] == "value_error" and loc:  # a check between keys:
+            given = next((o for k, o in (overrides or {}).items() if k[0] == loc[0]), None)
         where = f"override {given!r}" if given else f"{source}:{line}" if line else source
         if e["type"] == "extra_forbidden":
             msgs.append(f"{where}: {key}: {_unknown_key_hint(schema, loc, other_task)}")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from seqpipe.common.settings import SEARCHES
+from seqpipe.common.settings import SEARCHES, check_recipe_decode
 from seqpipe.core.recipe import (
     DataConfig,
     DecodeConfig,
@@ -85,6 +85,11 @@ class MTRecipe(Recipe):
     train: MTTrainConfig = Field(default_factory=MTTrainConfig)
     decode: MTDecodeConfig = Field(default_factory=MTDecodeConfig)
     score: MTScoreConfig = Field(default_factory=MTScoreConfig)
+
+    @model_validator(mode="after")
+    def _decodable(self) -> MTRecipe:
+        check_recipe_decode(self)
+        return self
 
     def data_fingerprint(self) -> Any:
         return data_fingerprint(self)
