@@ -192,3 +192,16 @@ def test_the_missing_input_hint_is_a_command_that_works(trained, tmp_path):
         run_cli("run", str(recipe), *TRAIN, "-w", "ws", "--only", "decode", cwd=tmp_path).returncode
         == 0
     )
+
+
+def test_the_leaderboard_skips_a_manifest_that_is_not_an_artifacts(tmp_path):
+    from seqpipe.tools.leaderboard import collect
+
+    for key, manifest in (("a1", {}), ("b2", {"key": "other"})):
+        art = tmp_path / "cache" / "score" / key
+        art.mkdir(parents=True)
+        (art / "manifest.json").write_text(json.dumps(manifest))
+        (art / "scores.json").write_text(json.dumps({"splits": {"test": {"sentences": 1}}}))
+    warnings: list[str] = []
+    assert collect([tmp_path], warn=warnings.append) == []
+    assert len(warnings) == 2 and all("not a manifest of this artifact" in w for w in warnings)
