@@ -112,6 +112,23 @@ def test_killed_training_resumes_bit_identical(tmp_path: Path):
     # the log was appended to, not truncated: both runs are in it
     log = (ws / "exp" / "mt_small" / "log.txt").read_text()
     assert log.count("train    running") == 2
+    # metrics.jsonl and the TensorBoard events hold each step once, as the uninterrupted run's
+    for art in (_train_dir(ref_ws, *ov), _train_dir(ws, *ov)):
+        rows = [json.loads(x) for x in (art / "metrics.jsonl").read_text().splitlines()]
+        train_steps = [r["step"] for r in rows if "valid" not in r]
+        valid_steps = [r["step"] for r in rows if "valid" in r]
+        assert _tb_steps(art, "train/loss") == train_steps and len(set(train_steps)) > 5
+        assert _tb_steps(art, "valid/bleu") == valid_steps == _tb_steps(art, "valid/loss")
+    assert _tb_steps(ref_ws / "exp" / "mt_small" / "train", "train/lr") == train_steps
+
+
+def _tb_steps(art: Path, tag: str) -> list[int]:
+    """Steps of one scalar in an artifact's TensorBoard events (tensorboard's own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(art / "tb"))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path: Path):

@@ -14,6 +14,7 @@ Files written into the stage folder::
     best-<step>.pt       the k best    } that resumes or only finalises: nothing is retrained)
     model_best.pt, model_last.pt, model_averaged.pt (if train.average_last > 0)
     metrics.jsonl        one JSON object per log line / validation (appended)
+    tb/                  the same as TensorBoard events (seqpipe.common.tensorboard)
     curve.png            learning curves
 """
 
@@ -36,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from seqpipe.common.tensorboard import TensorBoardLog
 from seqpipe.core.cache import write_json_atomic
 from seqpipe.core.recipe import TrainConfig
 from seqpipe.core.runtime import tune_allocator
@@ -215,6 +217,7 @@ class Trainer:
         self.state = TrainState()
         self.is_main = self.rank == 0
         self.total_steps = cfg.max_steps or 1
+        self.tb = TensorBoardLog(self.out / "tb", enabled=cfg.tensorboard and self.is_main)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> dict[str, Any]:
@@ -250,6 +253,7 @@ class Trainer:
         self.state = TrainState.from_dict(ck["state"])
         set_rng_state(ck["rng"])
         self._drop_metrics_after(self.state.step)
+        self.tb.resume_step = self.state.step
         self.log.info(
             "train    resuming at step %d (epoch %d, batch %d; best %s)",
             self.state.step,
@@ -277,6 +281,7 @@ class Trainer:
             return
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        self.tb.write(record)
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> bool:
@@ -535,6 +540,7 @@ class Trainer:
             save_atomic(avg, self.out / "model_averaged.pt")
             info["averaged"] = [p.name for p in kept[: self.cfg.average_last]]
         # checkpoint.pt and best-*.pt stay until the artifact is committed (StageSpec.scratch)
+        self.tb.close()
         plot_curves(self.out / "metrics.jsonl", self.out / "curve.png", self.cfg.valid_metric)
         return info
 

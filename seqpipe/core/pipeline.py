@@ -252,6 +252,8 @@ class Pipeline:
             return art
         out = self.store.begin(spec.name, key, keep_partial=spec.resumable)
         resumed = any(out.iterdir())
+        if spec.resumable:  # exp/<name>/<stage> shows the running stage (live TensorBoard)
+            self._link_exp({spec.name: Artifact(spec.name, key, out)})
         log.info("%-8s running  %s%s", spec.name, key, " (resuming)" if resumed else "")
         ctx = StageContext(
             recipe=self.recipe,

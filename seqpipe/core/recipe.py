@@ -136,6 +136,8 @@ class TrainConfig(Section):
     seed: int | None = newkey(None)
     log_every: int = nokey(50)  # log a line every N updates
     progress: bool = nokey(True)  # show a progress bar
+    # write TensorBoard events into the artifact's tb/ (when the tensorboard package is installed)
+    tensorboard: bool = nokey(True)
 
 
 class DecodeConfig(Section):
