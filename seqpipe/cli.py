@@ -568,6 +568,11 @@ def export(
 )
 @_format_option
 @click.option("--color/--no-color", default=None, help="Bold best values (default: on a terminal).")
+@click.option(
+    "--baseline",
+    metavar="RUN",
+    help="Add a column p: each row's paired-bootstrap p-value against RUN (BLEU; ASR: WER).",
+)
 @_workspace_option
 @handle_errors
 def leaderboard(
@@ -577,6 +582,7 @@ def leaderboard(
     sort_by: str | None,
     fmt: str,
     color: bool | None,
+    baseline: str | None,
     workspace: Path,
 ) -> None:
     """One row per scored (run, test set) under PATHS (workspaces, experiment folders or score
@@ -585,7 +591,36 @@ def leaderboard(
     from seqpipe.tools.leaderboard import collect, render, select
 
     rows = select(collect(list(paths) or [workspace]), task=task, test_set=test_set, sort=sort_by)
-    click.echo(render(rows, fmt, color=color), nl=False, color=color)
+    extra: tuple[str, ...] = ()
+    if baseline:
+        from seqpipe.tools.compare import add_baseline_column
+
+        add_baseline_column(rows, baseline)
+        extra = ("p",)
+    click.echo(render(rows, fmt, color=color, extra_columns=extra), nl=False, color=color)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--test-set", default="test", show_default=True, help="The split to compare on.")
+@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option(
+    "--trials", default=10000, show_default=True, help="Approximate randomization trials (MT)."
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def compare(runs: tuple[Path, ...], test_set: str, samples: int, trials: int, fmt: str) -> None:
+    """Is a run better than another beyond noise? RUNS (experiment folders or score artifacts)
+    against the first on a shared test set: each metric's difference, its 95% confidence
+    interval and p-values (MT: sacrebleu's paired bootstrap and approximate randomization;
+    ASR: paired bootstrap over utterances). Runs with other references are refused."""
+    import json
+
+    from seqpipe.tools.compare import compare_paths, render
+
+    rows = compare_paths(runs, test_set, samples=samples, trials=trials)
+    out = json.dumps(rows, indent=2) + "\n" if fmt == "json" else render(rows, test_set)
+    click.echo(out, nl=False)
 
 
 @main.command()

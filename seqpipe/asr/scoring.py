@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
+import numpy as np
 
 __all__ = ["NORMALIZATIONS", "normalize", "score_asr", "write_error_report"]
 
@@ -143,6 +144,30 @@ def score_asr(
             "deletions": [[w, n] for w, n in _top(dels)],
         },
     }
+
+
+def utterance_errors(
+    refs: Sequence[str], hyps: Sequence[str], normalization: str = DEFAULT_NORMALIZATION
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per utterance, as :func:`score_asr` counts them: ``{"wer": (word errors, reference
+    words), "cer": (character errors, reference characters)}``, int arrays ``[utterances]``."""
+    norm_refs = [normalize(r, normalization) for r in refs]
+    norm_hyps = [normalize(h, normalization) for h in hyps]
+    out = {}
+    for key, process in (("wer", jiwer.process_words), ("cer", jiwer.process_characters)):
+        errors, lengths = np.zeros(len(refs), np.int64), np.zeros(len(refs), np.int64)
+        if refs:
+            result = process(norm_refs, norm_hyps)
+            for i, chunks in enumerate(result.alignments):
+                for c in chunks:
+                    span = c.ref_end_idx - c.ref_start_idx
+                    if c.type == "insert":
+                        errors[i] += c.hyp_end_idx - c.hyp_start_idx
+                    elif c.type != "equal":
+                        errors[i] += span
+                    lengths[i] += span if c.type != "insert" else 0
+        out[key] = (errors, lengths)
+    return out
 
 
 def _align_row(

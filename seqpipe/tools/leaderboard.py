@@ -223,7 +223,7 @@ def _rows_of(
         row["normalization"] = (s.get("wer") or s.get("cer") or {}).get("normalization")
         sp = (dinfo.get("splits") or {}).get(split) or {}
         row["decode_speed"] = sp.get("sentences_per_second") if task == "mt" else sp.get("rtf")
-        rows.append({f: row.get(f) for f in FIELDS})
+        rows.append({f: row.get(f) for f in FIELDS} | {"artifact": str(art)})
     return rows
 
 
@@ -295,6 +295,11 @@ def _fmt_params(n: Any) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k" if n >= 1_000 else str(n)
 
 
+def _fmt_cell(v: Any) -> str:
+    """An extra column's cell: floats with 4 decimals (p-values), None blank."""
+    return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def _fmt_adapt(adapt: dict[str, Any] | None) -> str | None:
     """decode.adapt as '+lin' (one round) or '+lin x2'."""
     if not adapt:
@@ -327,7 +332,7 @@ def _columns(
         ("run", "", lambda r: r.get("run") or ""),
     ]
     for key in extra:
-        cols.append((key, "", lambda r, k=key: str(r.get(k) or "")))
+        cols.append((key, "", lambda r, k=key: _fmt_cell(r.get(k))))
     cols += [
         ("test set", "", lambda r: r.get("test_set") or ""),
         ("model", "", lambda r: r.get("model") or ""),

@@ -22,18 +22,10 @@ import sacrebleu
 
 from seqpipe.data.text import read_lines
 from seqpipe.errors import InputError
+from seqpipe.tools.compare import score_dir
 from seqpipe.tools.leaderboard import collect, render
 
 BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
-
-
-def _score_dir(run: Path) -> Path:
-    if (run / "manifest.json").is_file() and run.resolve().parent.name == "score":
-        return run.resolve()
-    link = run / "score"
-    if not (link / "manifest.json").is_file():
-        raise InputError(f"{run}: no finished score stage (run the recipe to the end first)")
-    return link.resolve()
 
 
 def _bucket(n: int) -> str:
@@ -130,7 +122,7 @@ def write_report(run: str | Path, out: str | Path | None = None, worst: int = 10
     run = Path(run)
     if not run.exists():
         raise InputError(f"{run}: no such experiment folder")
-    score = _score_dir(run)
+    score = score_dir(run)
     cache = score.parent.parent
     manifest = json.loads((score / "manifest.json").read_text(encoding="utf-8"))
     inputs = manifest.get("inputs", {})
