@@ -515,3 +515,39 @@ GOLDEN_BEAM = [
         ([1, 5, 5, 18, 10, 10, 10, 17, 17, 10, 10, 10, 10, 10, 10], -8.8094),
     ],
 ]
+
+
+# --------------------------------------------------------------------------- attention
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_attention_of_the_reverse_task_is_the_anti_diagonal(trained: Seq2Seq, search: str) -> None:
+    src, lengths, _, _ = reverse_batch(torch.Generator().manual_seed(7), 64)
+    att: list[list[Tensor]] = []
+    if search == "greedy":
+        hyps = [[h] for h in greedy_search(trained, src, lengths, attention=att)]
+    else:
+        hyps = [[h for h, _ in b] for b in beam_search(trained, src, lengths, 4, 2, attention=att)]
+    on, total = 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        assert len(att[i]) == len(hyps[i])
+        for h, a in zip(hyps[i], att[i], strict=True):
+            assert a.shape == (len(h), n)
+            torch.testing.assert_close(a.sum(1), torch.ones(len(h)))
+        a = att[i][0]
+        if hyps[i][0] == src[i, :n].flip(0).tolist():
+            on += sum(int(a[j].argmax()) == n - 1 - j for j in range(n))
+            total += n
+    assert total > 0 and on / total >= 0.9, f"{on}/{total} tokens attend to their source"
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_attention_batched_equals_alone(trained: Seq2Seq, search: str) -> None:
+    src, lengths = mixed_sources(24, seed=8)
+    kw: dict[str, Any] = {} if search == "greedy" else {"beam_size": 3, "nbest": 2}
+    fn = greedy_search if search == "greedy" else beam_search
+    batched: list[list[Tensor]] = []
+    fn(trained, src, lengths, attention=batched, **kw)
+    for i, n in enumerate(lengths.tolist()):
+        alone: list[list[Tensor]] = []
+        fn(trained, src[i : i + 1, :n], lengths[i : i + 1], attention=alone, **kw)
+        for a, b in zip(batched[i], alone[0], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

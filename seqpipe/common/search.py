@@ -140,12 +140,16 @@ def greedy_search(
     max_len_b: float = 5,
     max_len: int | None = None,
     vocab: VocabSubset | None = None,
+    attention: list[list[Tensor]] | None = None,
 ) -> list[list[int]]:
     """Batched greedy decoding.
 
     :param src: batch x src_len (ids) or batch x frames x feats
     :param src_len: batch
     :param vocab: optional lexical shortlist of the batch (``bias`` has one row per sentence)
+    :param attention: if a list is given, it is filled with one ``[weights]`` per sentence:
+        output tokens x encoder positions (the sentence's own length), the attention that
+        produced each token
     :return: per input sentence, in input order, the output ids without BOS/EOS
     """
     model = _unwrap(model)
@@ -162,13 +166,16 @@ def greedy_search(
     results: list[list[int]] = [[] for _ in range(batch)]
     out_proj = _subset_projection(decoder, vocab)
     bias = None if vocab is None else vocab.bias  # active x V'
+    keep_att = attention is not None
+    att_hist = enc.outputs.new_zeros(batch, 0, enc.outputs.size(1))  # active x t x S
+    att_out: list[Tensor] = [att_hist[0]] * batch
     t = 0
     while sent_ids.numel() > 0:
         # argmax of the logits == argmax of the log-probs: no softmax over the vocabulary
         if vocab is None:
-            logits, state, _ = decoder.step_logits(prev, state, cache)  # active x vocab
+            logits, state, att = decoder.step_logits(prev, state, cache)  # active x vocab
         else:
-            logits, state, _ = decoder.step_logits(prev, state, cache, (out_proj, bias))
+            logits, state, att = decoder.step_logits(prev, state, cache, (out_proj, bias))
         logits = _constrain(logits, limits <= t, vocab is not None)
         prev = logits.argmax(dim=-1)  # active
         if vocab is not None:
@@ -180,15 +187,23 @@ def greedy_search(
                 sent_ids[rows].tolist(), tokens.index_select(0, rows).tolist(), strict=True
             ):
                 results[sent] = hyp
+            if keep_att:
+                for r, sent in zip(rows.tolist(), sent_ids[rows].tolist(), strict=True):
+                    att_out[sent] = att_hist[r, :, : int(enc.lengths[sent])]
             keep = (~done).nonzero().squeeze(1)
             sent_ids, limits, prev = sent_ids[keep], limits[keep], prev[keep]
             tokens = tokens[keep]
+            att_hist, att = att_hist[keep], att[keep]
             state = decoder.reorder_state(state, keep)
             cache = decoder.reorder_cache(cache, keep)
             if bias is not None:
                 bias = bias.index_select(0, keep)
         tokens = torch.cat([tokens, prev.unsqueeze(1)], dim=1)
+        if keep_att:
+            att_hist = torch.cat([att_hist, att.unsqueeze(1).to(att_hist.dtype)], dim=1)
         t += 1
+    if attention is not None:
+        attention.extend([a] for a in att_out)
     return results
 
 
@@ -207,6 +222,7 @@ def beam_search(
     ctc_weight: float = 0.0,
     pre_beam_size: int | None = None,
     vocab: VocabSubset | None = None,
+    attention: list[list[Tensor]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: all sentences x beams in one tensor, finished sentences removed.
 
@@ -226,6 +242,8 @@ def beam_search(
     :param pre_beam_size: tokens per row scored by the prefix scorer
         (default ``ceil(1.5 * beam_size)``)
     :param vocab: optional lexical shortlist of the batch (``bias`` has one row per sentence)
+    :param attention: if a list is given, it is filled with one list per sentence: for each
+        returned hypothesis, output tokens x encoder positions, the attention of its own path
     :return: per input sentence, in input order, up to ``nbest`` (ids, score), best first
     """
     if beam_size < 1 or not 1 <= nbest <= beam_size:
@@ -260,6 +278,9 @@ def beam_search(
     tokens = torch.empty(batch * k, 0, dtype=torch.long, device=device)  # active*k x t
     prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    keep_att = attention is not None
+    att_hist = enc.outputs.new_zeros(batch * k, 0, enc.outputs.size(1))  # active*k x t x S
+    att_done: list[list[Tensor]] = [[] for _ in range(batch)]  # parallel to `finished`
     beam_offsets = torch.arange(k, device=device)
     n_cand = 2 * k
     cand_rank = torch.arange(n_cand, device=device)
@@ -267,9 +288,9 @@ def beam_search(
     while sent_ids.numel() > 0:
         n = sent_ids.numel()
         if vocab is None:
-            logits, state, _ = decoder.step_logits(prev, state, cache)  # n*k x vocab
+            logits, state, att = decoder.step_logits(prev, state, cache)  # n*k x vocab
         else:
-            logits, state, _ = decoder.step_logits(prev, state, cache, (out_proj, bias))
+            logits, state, att = decoder.step_logits(prev, state, cache, (out_proj, bias))
         log_probs = torch.log_softmax(logits.to(score_dtype), dim=-1)  # n*k x vocab
         force_eos = (limits <= t).repeat_interleave(k)
         log_probs = _constrain(log_probs, force_eos, vocab is not None)
@@ -312,6 +333,9 @@ def beam_search(
                 strict=True,
             ):
                 finished[sent].append((hyp, score / penalty))
+            if keep_att:
+                for sent, row in zip(sent_ids[i].tolist(), src_row[i, j].tolist(), strict=True):
+                    att_done[sent].append(att_hist[row, :, : int(enc.lengths[sent])])
             n_finished += final.sum(dim=1)
 
         # the k best non-EOS continuations stay in the beam
@@ -339,14 +363,20 @@ def beam_search(
             cand_index = rows * width + new_col.view(-1)  # rows of the (row, candidate) states
             scorer_state = prefix_scorer.select(new_scorer_state, cand_index)
         tokens = torch.cat([tokens.index_select(0, rows), new_tok.view(-1, 1)], dim=1)
+        if keep_att:  # the attention that chose each kept token joins its row's history
+            step = att.index_select(0, rows).unsqueeze(1).to(att_hist.dtype)
+            att_hist = torch.cat([att_hist.index_select(0, rows), step], dim=1)
         prev = new_tok.view(-1)
         scores = new_scores
         t += 1
 
     results: list[list[Hypothesis]] = []
-    for hyps in finished:
-        hyps = sorted(hyps, key=lambda h: h[1], reverse=True)[:nbest]
-        results.append(hyps if hyps else [([], float("-inf"))])
+    for sent, hyps in enumerate(finished):
+        order = sorted(range(len(hyps)), key=lambda h: hyps[h][1], reverse=True)[:nbest]
+        results.append([hyps[h] for h in order] if hyps else [([], float("-inf"))])
+        if attention is not None:
+            empty = enc.outputs.new_zeros(0, int(enc.lengths[sent]))
+            attention.append([att_done[sent][h] for h in order] if hyps else [empty])
     return results
 
 
@@ -357,11 +387,15 @@ def decode_batch(
     s: Any,
     vocab: VocabSubset | None = None,
     prefix_scorer: PrefixScorer | None = None,
+    attention: list[list[Tensor]] | None = None,
 ) -> list[list[Hypothesis]]:
     """One padded batch through greedy or beam search as the decoding settings ``s``
-    (:class:`seqpipe.common.settings.DecodeSettings`) say: n-best lists in batch order."""
+    (:class:`seqpipe.common.settings.DecodeSettings`) say: n-best lists in batch order
+    (``attention``: filled as the searches do)."""
     if s.greedy:
-        hyps = greedy_search(model, src, src_len, s.max_len_a, s.max_len_b, vocab=vocab)
+        hyps = greedy_search(
+            model, src, src_len, s.max_len_a, s.max_len_b, vocab=vocab, attention=attention
+        )
         return [[(h, 0.0)] for h in hyps]
     return beam_search(
         model,
@@ -375,4 +409,5 @@ def decode_batch(
         vocab=vocab,
         prefix_scorer=prefix_scorer,
         ctc_weight=s.ctc_weight if prefix_scorer is not None else 0.0,
+        attention=attention,
     )
