@@ -235,6 +235,10 @@ _DECODE_OPTIONS = [  # (flags, click.option keywords); "recipe's": the recipe's 
     (("--alpha",), dict(type=float, help="GNMT length penalty (default: the recipe's).")),
     (("--batch-tokens",), dict(type=int, help="Source tokens (ASR: frames) per batch.")),
     (("--shortlist",), dict(type=int, metavar="K", help="MT: K lexical candidates a piece.")),
+    (
+        ("--alignment",),
+        dict(is_flag=True, default=None, help="MT: add TAB + word alignment (Pharaoh: 0-0 1-2)."),
+    ),
     (("--checkpoint",), dict(type=_CHECKPOINTS, help="Which weights (default: the recipe's).")),
     (("--quantize",), dict(type=click.Choice(["none", "int8"]), help="CPU: int8 weights.")),
     (("--device",), dict(help="cpu | cuda | cuda:N | auto (default: the recipe's).")),
@@ -415,11 +419,12 @@ def _write_results(
         ):
             if out is None:
                 continue
+            tail = (lambda h: f"\t{h.alignment}") if s.alignment else (lambda h: "")
             if s.nbest == 1:
-                out.write(hyps[0].text.encode("utf-8") + b"\n")
+                out.write(f"{hyps[0].text}{tail(hyps[0])}\n".encode())
             else:
                 for rank_, h in enumerate(hyps, 1):
-                    out.write(f"{line}\t{rank_}\t{h.score:.4f}\t{h.text}\n".encode())
+                    out.write(f"{line}\t{rank_}\t{h.score:.4f}\t{h.text}{tail(h)}\n".encode())
         bar.close()
         if out is not None:
             out.flush()

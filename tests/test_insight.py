@@ -119,3 +119,18 @@ def test_asr_paired_bootstrap_over_utterances():
     assert wer["ci"][0] > 0 and wer["p_bootstrap"] < 0.01  # 20 of 60 utterances worse
     same = compare([runs[1], runs[1]])
     assert all(r["p_bootstrap"] == 1.0 and r["delta"] == 0 for r in same if "delta" in r)
+
+
+def test_word_alignment_from_piece_attention():
+    import numpy as np
+
+    from seqpipe.mt.alignment import pharaoh, word_index
+
+    src = ["▁", "A", "▁gre", "en", "▁car", "."]  # "A green car." (3 words) + EOS column
+    out = ["▁Ein", "▁gr", "ün", "es", "▁Auto", "."]  # "Ein grünes Auto." + a trailing piece
+    assert word_index(src) == [None, 0, 1, 1, 2, 2]
+    assert word_index(out + ["▁"]) == [0, 1, 1, 1, 2, 2, None]
+    weights = np.zeros((len(out), len(src) + 1))
+    for j, i in enumerate([1, 2, 3, 2, 4, 6]):  # "." looks at EOS: unaligned
+        weights[j, i] = 1.0
+    assert pharaoh(src, out, weights) == "0-0 1-1 2-2"

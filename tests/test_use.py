@@ -492,3 +492,33 @@ def test_transcribe_equals_the_asr_decode_stage(tmp_path: Path):
         m.translate(["hello"])
     rows = collect([tmp_path], warn=pytest.fail)
     assert rows[0]["task"] == "asr" and rows[0]["wer"] is not None and rows[0]["normalization"]
+
+
+def test_alignment_output(ws: Path):
+    """--alignment: TEXT<TAB>PAIRS, Pharaoh pairs within the source and output word counts,
+    the same in a batch as alone, for every hypothesis of an n-best list."""
+    from seqpipe import load_model
+    from seqpipe.data.text import normalize
+
+    src = _test_src(ws)[:20] + [""]
+    m = load_model(_exp(ws))
+    batched = m.translate(src, beam=3, nbest=2, alignment=True)
+    linked = 0
+    for line, hyps in zip(src, batched, strict=True):
+        alone = m.translate([line], beam=3, nbest=2, alignment=True)[0]
+        assert [(h.text, h.alignment) for h in hyps] == [(h.text, h.alignment) for h in alone]
+        for h in hyps:
+            pairs = [tuple(map(int, p.split("-"))) for p in h.alignment.split()]
+            assert all(
+                0 <= s < len(normalize(line).split()) and 0 <= t < len(h.text.split())
+                for s, t in pairs
+            )
+            assert pairs == sorted(set(pairs))
+            linked += len(pairs)
+    assert linked > 40 and batched[-1][0].alignment == ""
+    (ws / "few.txt").write_text("\n".join(src[:5]) + "\n")
+    out = run_cli("translate", "exp/mt_small", "few.txt", "--alignment", cwd=ws, check=True)
+    one_best = m.translate(src[:5], alignment=True)
+    assert out.stdout.splitlines() == [f"{h[0].text}\t{h[0].alignment}" for h in one_best]
+    bad = run_cli("translate", "exp/mt_small", "few.txt", "--alignment", "--search", "x", cwd=ws)
+    assert bad.returncode == 2

@@ -45,6 +45,7 @@ class DecodeSettings:
     batch_tokens: int = 6000  # source tokens (ASR: padded feature frames) per batch
     shortlist: int = 0  # MT: lexical shortlist candidates per source piece (0 = off)
     shortlist_frequent: int = 300
+    alignment: bool = False  # MT: word alignments (Pharaoh) from the attention of each output
 
     @classmethod
     def from_config(cls, cfg: Any, nbest: int | None = None) -> DecodeSettings:
@@ -100,6 +101,8 @@ class DecodeSettings:
             )
         if self.shortlist and task != "mt":
             raise InputError("shortlist: lexical shortlists are for MT models")
+        if self.alignment and task != "mt":
+            raise InputError("alignment: word alignments are for MT models (source words)")
         if self.nbest > 1:
             if self.search not in NBEST_SEARCHES:
                 raise InputError(

@@ -25,15 +25,18 @@ def decode_id_seqs(
     *,
     device: torch.device | str = "cpu",
     shortlist: LexicalShortlist | None = None,
+    attention: list[list[np.ndarray]] | None = None,
 ) -> tuple[list[list[tuple[list[int], float]]], float]:
     """Decode source id sequences (without EOS); returns n-best lists in input order and the
     decoding wall time in seconds. Inputs are length-sorted into batches of
     ``settings.batch_tokens`` source tokens (beam search with a shortlist: ``batch_tokens /
     beam_size``); empty inputs decode to an empty output. ``shortlist`` with
     ``settings.shortlist`` > 0: restrict each sentence's output vocabulary
-    (:mod:`seqpipe.mt.shortlist`)."""
+    (:mod:`seqpipe.mt.shortlist`). ``attention``: filled with, per input, each hypothesis's
+    attention (output pieces x source pieces + EOS; an empty input: ``0 x 0``)."""
     s = settings
     out: list[list[tuple[list[int], float]]] = [[([], 0.0)] for _ in seqs]  # empty in, empty out
+    att: list[list[np.ndarray]] = [[np.zeros((0, 0), np.float32)] for _ in seqs]
     todo = np.array([i for i, x in enumerate(seqs) if len(x) > 0], dtype=np.int64)
     lens = np.array([len(seqs[i]) + 1 for i in todo], dtype=np.int64)
     listed = shortlist is not None and s.shortlist > 0
@@ -52,7 +55,12 @@ def decode_id_seqs(
                 vocab = shortlist.subset(  # type: ignore[union-attr]
                     [seqs[i] for i in idx], s.shortlist, s.shortlist_frequent, device
                 )
-            res = decode_batch(model, src, src_len, s, vocab=vocab)
+            weights: list[list[torch.Tensor]] | None = [] if attention is not None else None
+            res = decode_batch(model, src, src_len, s, vocab=vocab, attention=weights)
             for i, r in zip(idx, res, strict=True):
                 out[i] = [(list(h), float(sc)) for h, sc in r]
+            for i, w in zip(idx, weights or [], strict=False):
+                att[i] = [a.float().cpu().numpy() for a in w]
+    if attention is not None:
+        attention.extend(att)
     return out, time.perf_counter() - t0

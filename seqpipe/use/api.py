@@ -51,6 +51,8 @@ BUNDLE_FORMAT = "seqpipe-model"
 class Hypothesis(NamedTuple):
     text: str
     score: float  # log-probability with the length penalty (0.0 for greedy searches)
+    # MT with alignment=True: "src-out" word pairs (Pharaoh), from the hypothesis's attention
+    alignment: str | None = None
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -341,10 +343,11 @@ class Model:
     ) -> Any:
         """Translate sentences (one string or an iterable of strings).
 
-        :return: one translation per sentence (a string; with ``nbest > 1`` a list of
-            :class:`Hypothesis`), in input order; a single string gives a single result.
-            Other keywords: ``search``, ``alpha``, ``max_len_a``, ``max_len_b``,
-            ``batch_tokens``.
+        :return: one translation per sentence (a string; with ``nbest > 1`` or
+            ``alignment=True`` a list of :class:`Hypothesis`, with ``alignment`` set: Pharaoh
+            word pairs), in input order; a single string gives a single result. Other
+            keywords: ``search``, ``alpha``, ``max_len_a``, ``max_len_b``, ``batch_tokens``,
+            ``alignment``.
         """
         if self.task != "mt":
             raise InputError(
@@ -376,7 +379,7 @@ class Model:
         single = isinstance(items, str)
         s = self.decode_settings(**kw)
         results = list(self.decode_stream([items] if single else items, s))
-        out = [r[0].text for r in results] if s.nbest == 1 else results
+        out = [r[0].text for r in results] if s.nbest == 1 and not s.alignment else results
         return out[0] if single else out
 
     def decode_settings(self, **kw: Any) -> DecodeSettings:
@@ -423,8 +426,30 @@ class Model:
         keep = [i for i, x in enumerate(norm) if x]
         ids = self.tokenizer.encode_src([norm[i] for i in keep]) if keep else []
         shortlist = self._lexical_shortlist() if s.shortlist else None
-        nb, _ = decode_id_seqs(self.model, ids, s, device=self.device, shortlist=shortlist)
-        return self._texts(len(lines), keep, nb)
+        att: list[Any] | None = [] if s.alignment else None
+        nb, _ = decode_id_seqs(
+            self.model, ids, s, device=self.device, shortlist=shortlist, attention=att
+        )
+        out = self._texts(len(lines), keep, nb)
+        if att is not None:
+            self._add_alignments(out, keep, ids, nb, att)
+        return out
+
+    def _add_alignments(
+        self, out: list[list[Hypothesis]], keep: list[int], ids: Any, nb: Any, att: list[Any]
+    ) -> None:
+        """Each hypothesis of ``out`` with its word alignment (empty inputs: "")."""
+        from seqpipe.mt.alignment import pharaoh
+
+        for i in range(len(out)):
+            out[i] = [h._replace(alignment="") for h in out[i]]
+        piece = self.tokenizer.tgt.id_to_piece
+        for n, i in enumerate(keep):
+            src = self.tokenizer.src.id_to_piece([int(x) for x in ids[n]])
+            out[i] = [
+                h._replace(alignment=pharaoh(src, piece([int(x) for x in toks]), a))
+                for h, (toks, _), a in zip(out[i], nb[n], att[n], strict=True)
+            ]
 
     def _lexical_shortlist(self) -> Any:
         """The MT model's lexical shortlist table (built once from the training split, or read
