@@ -355,6 +355,9 @@ def test_sweep_and_leaderboard(ws: Path):
 
 
 def test_report(ws: Path):
+    import re
+
+    from seqpipe.data.text import normalize
     from seqpipe.tools.report import write_report
 
     md = write_report(_exp(ws), ws / "report", worst=3)
@@ -363,6 +366,27 @@ def test_report(ws: Path):
     assert "the 3 worst sentences" in text and text.count("   - reference: ") == 3
     assert (ws / "report" / "curve.png").is_file()
     assert (ws / "report" / "test_length_bleu.png").stat().st_size > 1000
+    # attention heatmaps: output pieces x source pieces + </s>, the decode stage's outputs
+    from seqpipe.common.vocab import Tokenizer
+
+    tok = Tokenizer((_exp(ws) / "tokenize").resolve())
+    src, hyp = _test_src(ws), _stage_hyp(ws)
+    maps = sorted((ws / "report").glob("test_attention_*.json"))
+    assert len(maps) == 4 and text.count("](test_attention_") == 4
+    lines = []
+    for m in maps:
+        data = json.loads(m.read_text(encoding="utf-8"))
+        assert m.with_suffix(".png").stat().st_size > 1000
+        line = int(re.search(r"line (\d+)", data.get("title", "")).group(1)) - 1
+        lines.append(line)
+        pieces = tok.src.encode(normalize(src[line]), out_type=str)
+        assert data["columns"] == [*pieces, "</s>"]
+        assert tok.tgt.decode_pieces(data["rows"]) == hyp[line]  # the decode stage's output
+        w = data["weights"]
+        assert len(w) == len(data["rows"]) and all(len(r) == len(data["columns"]) for r in w)
+        assert all(abs(sum(r) - 1) < 1e-2 for r in w)  # each row: a distribution
+    words = [len(x.split()) for x in src]
+    assert lines[0] == words.index(min(words)) and len(set(lines)) == 4
 
 
 def test_sweep_variants_and_bad_grids(tmp_path: Path):
@@ -492,6 +516,25 @@ def test_transcribe_equals_the_asr_decode_stage(tmp_path: Path):
         m.translate(["hello"])
     rows = collect([tmp_path], warn=pytest.fail)
     assert rows[0]["task"] == "asr" and rows[0]["wer"] is not None and rows[0]["normalization"]
+    # the report's CTC posteriorgrams: a row per output token (+ blank), a column per frame
+    from seqpipe.tools.report import write_report
+
+    write_report(exp, tmp_path / "report")
+    grams = sorted((tmp_path / "report").glob("test_attention_*.json"))
+    assert len(grams) == 4
+    for g in grams:
+        data = json.loads(g.read_text(encoding="utf-8"))
+        utt = data["title"].split()[1].rstrip(":")
+        tokens = data["rows"][:-1]
+        assert (
+            data["rows"][-1] == "<blank>"
+            and "".join(tokens).replace("▁", " ") == hyp[ids.index(utt)]
+        )
+        assert len(data["marks"]) == len(tokens) and [r for r, _ in data["marks"]] == list(
+            range(len(tokens))
+        )
+        cols = [c for _, c in data["marks"]]
+        assert cols == sorted(cols) and len(data["weights"][0]) == len(data["columns"]) > cols[-1]
 
 
 def test_alignment_output(ws: Path):

@@ -7,7 +7,9 @@ and per test set:
 
 - MT: BLEU and chrF by source length (words; buckets 1-10, 11-20, 21-30, 31+) as a table and a
   bar chart, and the worst sentences by sentence-level chrF (source, reference, output);
-- ASR: the utterances with the most errors (from the score stage's error report).
+- ASR: the utterances with the most errors (from the score stage's error report);
+- both: what the model looks at for four sentences (:mod:`seqpipe.tools.heatmaps`: attention
+  heatmaps, or the CTC posteriorgram of arch ctc).
 
 It only reads artifacts; nothing in the cache changes.
 """
@@ -20,12 +22,19 @@ from pathlib import Path
 
 import sacrebleu
 
+from seqpipe.asr.scoring import utterance_errors
 from seqpipe.data.text import read_lines
 from seqpipe.errors import InputError
-from seqpipe.tools.compare import score_dir
+from seqpipe.tools.compare import load_output, score_dir
+from seqpipe.tools.heatmaps import asr_heatmaps, mt_heatmaps
 from seqpipe.tools.leaderboard import collect, render
 
 BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
+ATTENTION_TEXT = (
+    "what the model looks at (the shortest, the longest and the two worst sentences, decoded "
+    "again as the decode stage did; MT and ASR attention archs: output x input attention; ASR "
+    "arch ctc: the CTC posteriorgram, each token's emitting frame marked)"
+)
 
 
 def _bucket(n: int) -> str:
@@ -37,7 +46,9 @@ def _bucket(n: int) -> str:
 
 def _mt_section(
     split: str, prep: Path, dec: Path, out: Path, lowercase: bool, worst: int, tokenize: str
-) -> list[str]:
+) -> tuple[list[str], list[float]]:
+    """The BLEU-by-length table and chart and the worst sentences; and per sentence its
+    badness (minus sentence chrF) for choosing heatmaps."""
 
     src = read_lines(prep / f"{split}.src")
     ref = read_lines(prep / f"{split}.tgt")
@@ -74,16 +85,27 @@ def _mt_section(
         _bar_chart(labels, bleus, png, f"{split}: BLEU by source length (words)")
         lines += ["", f"![BLEU by source length]({png.name})"]
     chrf = sacrebleu.metrics.CHRF(lowercase=lowercase)
-    scored = sorted(range(len(hyp)), key=lambda i: (chrf.sentence_score(hyp[i], [ref[i]]).score, i))
+    sentence_chrf = [chrf.sentence_score(h, [r]).score for h, r in zip(hyp, ref, strict=True)]
+    scored = sorted(range(len(hyp)), key=lambda i: (sentence_chrf[i], i))
     lines += ["", f"## {split}: the {min(worst, len(hyp))} worst sentences (sentence chrF)", ""]
     for rank, i in enumerate(scored[:worst], 1):
-        s = chrf.sentence_score(hyp[i], [ref[i]]).score
+        s = sentence_chrf[i]
         lines += [
             f"{rank}. line {i + 1}, chrF {s:.1f}",
             f"   - source: {_md(src[i])}",
             f"   - reference: {_md(ref[i])}",
             f"   - output: {_md(hyp[i])}",
         ]
+    return lines, [-c for c in sentence_chrf]
+
+
+def _attention_section(files: list[Path], what: str) -> list[str]:
+    """Markdown for the heatmaps of :mod:`seqpipe.tools.heatmaps`."""
+    lines = [what, ""]
+    for png in files:
+        data = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+        shape = f"{len(data['rows'])} x {len(data['columns'])}"
+        lines += [f"![{png.stem}]({png.name}) ({shape}; numbers in {png.stem}.json)", ""]
     return lines
 
 
@@ -158,17 +180,16 @@ def write_report(run: str | Path, out: str | Path | None = None, worst: int = 10
     for split in sorted(manifest.get("scores") or {}):
         if manifest.get("task") == "asr":
             lines += _asr_section(split, score, worst)
+            out = load_output(score, split)
+            norm = cfg.get("asr_normalization", "lower,strip_punct,collapse_space")
+            bad = [float(e) for e in utterance_errors(out.refs, out.hyps, norm)["wer"][0]]
+            files = asr_heatmaps(split, dec, train, out_dir, bad)
         else:
-            lines += _mt_section(
-                split,
-                prep,
-                dec,
-                out_dir,
-                bool(cfg.get("lowercase")),
-                worst,
-                cfg.get("bleu_tokenize", "13a"),
-            )
-        lines.append("")
+            lowercase, tokenize = bool(cfg.get("lowercase")), cfg.get("bleu_tokenize", "13a")
+            section, bad = _mt_section(split, prep, dec, out_dir, lowercase, worst, tokenize)
+            lines += section
+            files = mt_heatmaps(split, prep, dec, train, out_dir, bad)
+        lines += ["", *_attention_section(files, f"## {split}: {ATTENTION_TEXT}")]
     md = out_dir / "report.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return md
