@@ -546,10 +546,16 @@ def test_alignment_output(ws: Path):
     src = _test_src(ws)[:20] + [""]
     m = load_model(_exp(ws))
     batched = m.translate(src, beam=3, nbest=2, alignment=True)
-    linked = 0
+    linked = shared = 0
     for line, hyps in zip(src, batched, strict=True):
-        alone = m.translate([line], beam=3, nbest=2, alignment=True)[0]
-        assert [(h.text, h.alignment) for h in hyps] == [(h.text, h.alignment) for h in alone]
+        # the same hypothesis gets the same alignment in a batch and alone (float32 near-ties
+        # can reorder an n-best list: test_search checks batched == alone in float64)
+        alone = {
+            h.text: h.alignment for h in m.translate([line], beam=3, nbest=2, alignment=True)[0]
+        }
+        common = [h for h in hyps if h.text in alone]
+        assert all(h.alignment == alone[h.text] for h in common)
+        shared += len(common)
         for h in hyps:
             pairs = [tuple(map(int, p.split("-"))) for p in h.alignment.split()]
             assert all(
@@ -558,7 +564,7 @@ def test_alignment_output(ws: Path):
             )
             assert pairs == sorted(set(pairs))
             linked += len(pairs)
-    assert linked > 40 and batched[-1][0].alignment == ""
+    assert linked > 40 and batched[-1][0].alignment == "" and shared >= 0.8 * 2 * len(src)
     (ws / "few.txt").write_text("\n".join(src[:5]) + "\n")
     out = run_cli("translate", "exp/mt_small", "few.txt", "--alignment", cwd=ws, check=True)
     one_best = m.translate(src[:5], alignment=True)
