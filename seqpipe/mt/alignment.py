@@ -39,8 +39,9 @@ def pharaoh(src_pieces: Sequence[str], out_pieces: Sequence[str], weights: np.nd
     """``weights``: output pieces x source positions (the source pieces, then EOS)."""
     src_word, out_word = word_index(src_pieces), word_index(out_pieces)
     pairs = set()
-    for j, row in enumerate(np.asarray(weights)[: len(out_pieces)]):
-        i = int(row.argmax())
+    # rounded to 1e-4 first: float rounding between batch shapes must not flip a near-tie
+    for j, row in enumerate(np.round(np.asarray(weights, dtype=np.float64), 4)[: len(out_pieces)]):
+        i = int(row.argmax())  # (the first of equal maxima)
         if i < len(src_pieces) and src_word[i] is not None and out_word[j] is not None:
             pairs.add((src_word[i], out_word[j]))
     return " ".join(f"{s}-{t}" for s, t in sorted(pairs))
