@@ -544,8 +544,8 @@ def test_alignment_output(ws: Path):
     from seqpipe.data.text import normalize
 
     src = _test_src(ws)[:20] + [""]
-    m = load_model(_exp(ws))
-    batched = m.translate(src, beam=3, nbest=2, alignment=True)
+    m = load_model(_exp(ws), quantize="none")  # (an earlier test may leave int8 in the recipe)
+    batched = m.translate(src, beam=3, nbest=2, alignment=True, shortlist=0)
     linked = shared = same = 0
     for line, hyps in zip(src, batched, strict=True):
         # the same hypothesis gets the same alignment in a batch and alone. This tiny model's
@@ -553,7 +553,8 @@ def test_alignment_output(ws: Path):
         # n-best list or flip an argmax between two near-equal source positions: test_search
         # checks that the attention itself is the same batched and alone (to 1e-5)
         alone = {
-            h.text: h.alignment for h in m.translate([line], beam=3, nbest=2, alignment=True)[0]
+            h.text: h.alignment
+            for h in m.translate([line], beam=3, nbest=2, alignment=True, shortlist=0)[0]
         }
         common = [h for h in hyps if h.text in alone]
         same += sum(h.alignment == alone[h.text] for h in common)
@@ -567,10 +568,11 @@ def test_alignment_output(ws: Path):
             assert pairs == sorted(set(pairs))
             linked += len(pairs)
     assert linked > 40 and batched[-1][0].alignment == ""
-    assert shared >= 0.8 * 2 * len(src) and same >= 0.9 * shared, (same, shared)
+    assert shared >= 0.9 * 2 * len(src) and same >= 0.95 * shared, (same, shared)
     (ws / "few.txt").write_text("\n".join(src[:5]) + "\n")
-    out = run_cli("translate", "exp/mt_small", "few.txt", "--alignment", cwd=ws, check=True)
-    one_best = m.translate(src[:5], alignment=True)
+    args = ["few.txt", "--alignment", "--quantize", "none", "--shortlist", "0"]
+    out = run_cli("translate", "exp/mt_small", *args, cwd=ws, check=True)
+    one_best = m.translate(src[:5], alignment=True, shortlist=0)
     assert out.stdout.splitlines() == [f"{h[0].text}\t{h[0].alignment}" for h in one_best]
     bad = run_cli("translate", "exp/mt_small", "few.txt", "--alignment", "--search", "x", cwd=ws)
     assert bad.returncode == 2
