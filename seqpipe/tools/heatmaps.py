@@ -168,7 +168,7 @@ def _save(
     data["weights"] = w.round(4).tolist()
     data["marks"] = marks or []
     stem.with_suffix(".json").write_text(json.dumps(data, ensure_ascii=False) + "\n", "utf-8")
-    height, width = max(2.5, 0.25 * len(rows) + 1.2), max(3.5, 0.25 * len(columns) + 1.5)
+    height, width = max(2.5, 0.25 * len(rows) + 1.2), max(5.5, 0.25 * len(columns) + 1.5)
     fig, ax = plt.subplots(figsize=(min(width, 16), min(height, 12)))
     ax.imshow(w, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-6, float(w.max(initial=0))))
     if marks:
