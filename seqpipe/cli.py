@@ -125,7 +125,7 @@ def _load(recipe: str, overrides: tuple[str, ...]):
 @click.option("--to", "stop", metavar="STAGE", help="Stop after this stage.")
 @click.option("--only", metavar="STAGE", help="Run just this stage (its inputs must exist).")
 @click.option("--force", multiple=True, metavar="STAGE", help="Rerun STAGE even if cached.")
-@click.option("--wait", is_flag=True, help="Wait for another run's workspace lock.")
+@click.option("--wait", is_flag=True, help="Wait for an artifact another run is building.")
 @click.option(
     "--verify", is_flag=True, help="Check every cached artifact by sha256 (not only sizes)."
 )
@@ -181,8 +181,8 @@ def _print_scores(path: Path) -> None:
 @_workspace_option
 @handle_errors
 def status(recipe: str, overrides: tuple[str, ...], verify: bool, workspace: Path) -> None:
-    """Show every stage of RECIPE: key, state (done/corrupt/partial/stale/missing), size,
-    time. Exit code 2 when an artifact is corrupt."""
+    """Show every stage of RECIPE: key, state (done/corrupt/running/partial/stale/missing),
+    size, time; running: the process building it. Exit code 2 when an artifact is corrupt."""
     from seqpipe.core.pipeline import Pipeline
 
     pipe = Pipeline(_load(recipe, overrides), workspace)
@@ -191,7 +191,8 @@ def status(recipe: str, overrides: tuple[str, ...], verify: bool, workspace: Pat
     for row in rows:
         size = _human_bytes(row["bytes"]) if row["bytes"] is not None else "-"
         wall = f"{row['wall_s']:.1f} s" if row["wall_s"] is not None else "-"
-        click.echo(f"{row['stage']:<9} {row['key']:<17} {row['state']:<8} {size:>9} {wall:>9}")
+        line = f"{row['stage']:<9} {row['key']:<17} {row['state']:<8} {size:>9} {wall:>9}"
+        click.echo(line + (f"  ({row['builder']})" if row.get("builder") else ""))
     if any(row["state"] == "corrupt" for row in rows):
         sys.exit(2)
 
@@ -650,7 +651,7 @@ def compare(runs: tuple[Path, ...], test_set: str, samples: int, trials: int, fm
 @click.option("--dry-run", is_flag=True, help="List the variants; run nothing.")
 @click.option("--sort", "sort_by", metavar="METRIC", help="Leaderboard order (as `leaderboard`).")
 @_format_option
-@click.option("--wait", is_flag=True, help="Wait for another run's workspace lock.")
+@click.option("--wait", is_flag=True, help="Wait for an artifact another run is building.")
 @_workspace_option
 @handle_errors
 def sweep(

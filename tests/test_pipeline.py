@@ -127,31 +127,54 @@ def test_sigkill_mid_stage_leaves_no_finished_artifact(small_mt, tmp_path: Path)
     assert len(IdArray(final, "train.src")) == 28998
 
 
-def test_a_busy_workspace_is_refused_or_waited_for(small_mt, tmp_path: Path):
+def test_an_artifact_being_built_is_refused_waited_for_and_shown_running(small_mt, tmp_path: Path):
     recipe = small_mt(name="conc")
+    key = _keys(recipe, tmp_path)["prepare"]
     cmd = [sys.executable, "-m", "seqpipe", "run", str(recipe), "--to", "prepare"]
-    (tmp_path / "cache").mkdir()
-    with open(tmp_path / "cache" / ".lock", "a+") as held:  # another process holds the lock
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock = tmp_path / "cache" / "prepare" / f"{key}.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+") as held:  # another process builds cache/prepare/<key>
+        fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("the test's pid")
         held.flush()
         busy = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert busy.returncode == 75, busy.stderr
-        assert busy.stderr.count("\n") == 1 and "in use by the test's pid" in busy.stderr
+        assert busy.stderr.count("\n") == 1 and "being built by the test's pid" in busy.stderr
+        status = run_cli("status", str(recipe), cwd=tmp_path, check=True).stdout.splitlines()
+        assert status[1].split()[2] == "running" and status[1].endswith("(the test's pid)")
         waiting = subprocess.Popen(
             [*cmd, "--wait"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
         )
         line = waiting.stderr.readline()
-        assert "waiting  for the test's pid" in line, line
+        assert "waiting  for the test's pid, which builds prepare" in line, line
         time.sleep(1)
-        assert waiting.poll() is None and not (tmp_path / "cache" / "prepare").exists()
-        fcntl.flock(held, fcntl.LOCK_UN)
+        assert waiting.poll() is None and not (lock.parent / key).exists()
+        fcntl.lockf(held, fcntl.LOCK_UN)
     assert waiting.wait(timeout=300) == 0, waiting.stderr.read()
-    dirs = list((tmp_path / "cache" / "prepare").iterdir())
-    assert (
-        len(dirs) == 1
-        and json.loads((dirs[0] / "manifest.json").read_text())["key"] == dirs[0].name
-    )
+    assert json.loads((lock.parent / key / "manifest.json").read_text())["key"] == key
+    status = run_cli("status", str(recipe), cwd=tmp_path, check=True).stdout.splitlines()
+    assert status[1].split()[2] == "done"
+
+
+def test_two_recipes_run_at_once_and_build_a_shared_artifact_once(small_mt, tmp_path: Path):
+    a, b = small_mt(name="a"), small_mt(name="b", vocab=300)  # same data, other tokenize
+    assert _keys(a, tmp_path)["prepare"] == _keys(b, tmp_path)["prepare"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "seqpipe", "run", str(r), "--to", "tokenize", "--wait"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (a, b)
+    ]
+    logs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert sum(log.count("prepare  running") for log in logs) == 1, logs
+    assert sum(log.count("tokenize running") for log in logs) == 2, logs
+    for r in (a, b):
+        assert (tmp_path / "exp" / r.stem / "tokenize" / "manifest.json").is_file()
+    assert len(list((tmp_path / "cache" / "prepare").glob("*/manifest.json"))) == 1
 
 
 def _local_recipe(tmp_path: Path, src: str, tgt: str) -> Path:

@@ -337,7 +337,7 @@ def test_sweep_and_leaderboard(ws: Path):
         ws / "cache", copy / "cache", symlinks=True, ignore=shutil.ignore_patterns("*.pt", "*.npy")
     )
     shutil.copytree(ws / "exp", copy / "exp", symlinks=True)
-    score_keys = sorted(p.name for p in (copy / "cache" / "score").iterdir())
+    score_keys = sorted(p.name for p in (copy / "cache" / "score").iterdir() if p.is_dir())
     (copy / "cache" / "score" / score_keys[0] / "manifest.json").write_text('{"key": ')
     decode_key = json.loads(
         (copy / "cache" / "score" / score_keys[1] / "manifest.json").read_text()

@@ -6,8 +6,9 @@ folder into place (``os.rename`` is atomic on one file system), so a folder name
 always holds a finished artifact: killing seqpipe at any moment leaves at most a ``.partial``
 folder, which the next run either resumes (training) or discards.
 
-A workspace lock (``cache/.lock``, ``fcntl.flock``) keeps two seqpipe processes from writing
-the same workspace at once.
+A lock per artifact (:meth:`ArtifactStore.building`: ``cache/<stage>/<key>.lock``, a POSIX
+record lock) lets runs of different recipes share a workspace: when two need the same missing
+artifact, one builds it and the other (``--wait``) waits and then uses it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -187,34 +189,61 @@ class ArtifactStore:
     def size(self, path: Path) -> int:
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
+    def lock_file(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{key}.lock"
+
     @contextlib.contextmanager
-    def lock(self, wait: bool = False) -> Iterator[None]:
-        """Hold the workspace lock; raise LockedError if another process has it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
-        with open(path, "a+") as f:
+    def building(self, stage: str, key: str, wait: bool = False) -> Iterator[None]:
+        """Hold the lock of artifact (stage, key) while building it: a POSIX record lock
+        (``fcntl.lockf``; NFSv4 and Lustre honour it) on ``cache/<stage>/<key>.lock``, which
+        the kernel drops when the process dies. Another process building it: LockedError
+        naming it, or with ``wait`` one log line and a blocking wait. Lock files are never
+        deleted: another process may be waiting on the file (deleting it would let a third
+        lock a new one)."""
+        path = self.lock_file(stage, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:  # one descriptor per lock file and process (POSIX locks)
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 if not wait:
                     raise LockedError(
-                        f"{self.workspace}: the workspace is in use by {holder}; wait for it to "
-                        "finish (or pass --wait to queue behind it)"
+                        f"{path.parent / key}: being built by {holder}; pass --wait to use it "
+                        "when it is done"
                     ) from None
-                log.info("waiting  for %s to release the workspace %s", holder, self.workspace)
-                fcntl.flock(f, fcntl.LOCK_EX)
+                log.info("waiting  for %s, which builds %s %s", holder, stage, key)
+                fcntl.lockf(f, fcntl.LOCK_EX)
             f.seek(0)
             f.truncate()
-            f.write(f"seqpipe pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
+            f.write(
+                f"seqpipe pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
+            )
             f.flush()
             try:
                 yield
             finally:
                 f.seek(0)
                 f.truncate()
-                fcntl.flock(f, fcntl.LOCK_UN)
+                f.flush()
+                fcntl.lockf(f, fcntl.LOCK_UN)
+
+    def builder(self, stage: str, key: str) -> str | None:
+        """Who is building (stage, key) now (``seqpipe pid N on HOST since T``), or None.
+        Not for a process that holds locks itself (closing a descriptor drops its locks)."""
+        path = self.lock_file(stage, key)
+        try:
+            f = open(path)  # noqa: SIM115
+        except OSError:
+            return None
+        with f:
+            try:
+                fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return f.read().strip() or "another process"
+            fcntl.lockf(f, fcntl.LOCK_UN)
+        return None
 
 
 def _size_problem(folder: Path, files: dict[str, Any]) -> str | None:

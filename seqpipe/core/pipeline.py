@@ -51,6 +51,7 @@ class Pipeline:
         self.debug = debug
         self._keys: dict[str, str] | None = None
         self.ran: list[str] = []  # stages run by the last run()
+        self._wait = False  # run(wait=...): wait for another process building an artifact
 
     # ---------------------------------------------------------------- keys and status
     def key_material(self, spec: StageSpec, keys: dict[str, str]) -> dict[str, Any]:
@@ -73,13 +74,15 @@ class Pipeline:
         return self._keys
 
     def state(self, name: str, verify: bool = False) -> str:
-        """done | corrupt | partial | stale | missing. A finished artifact is corrupt when a
-        file is missing or of another size than its manifest says (``verify``: or of another
-        sha256)."""
+        """done | corrupt | running | partial | stale | missing. A finished artifact is
+        corrupt when a file is missing or of another size than its manifest says (``verify``:
+        or of another sha256); running: another process holds its lock."""
         key = self.keys()[name]
         art = self.store.get(name, key)
         if art is not None:
             return "corrupt" if art.problem(full=verify) else "done"
+        if self.store.builder(name, key) is not None:
+            return "running"
         if self.store.partial_dir(name, key).exists():
             return "partial"
         link = self.exp_dir / name
@@ -99,11 +102,14 @@ class Pipeline:
                 m = art.manifest()
                 size = sum(f["bytes"] for f in m.get("files", {}).values())
                 wall = m.get("wall_time_s")
-            elif state == "partial":
+            elif (
+                state in ("partial", "running") and self.store.partial_dir(spec.name, key).exists()
+            ):
                 size = self.store.size(self.store.partial_dir(spec.name, key))
-            rows.append(
-                {"stage": spec.name, "key": key, "state": state, "bytes": size, "wall_s": wall}
-            )
+            row = {"stage": spec.name, "key": key, "state": state, "bytes": size, "wall_s": wall}
+            if state == "running":
+                row["builder"] = self.store.builder(spec.name, key)
+            rows.append(row)
         return rows
 
     # ---------------------------------------------------------------- selection
@@ -159,27 +165,33 @@ class Pipeline:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 and rank > 0:
             return self._run_follower(selected)
-        with self.store.lock(wait=wait):
-            self._setup_exp()
-            for spec in selected:
-                art = (
-                    None
-                    if spec.name in force
-                    else self.store.usable(spec.name, keys[spec.name], verify)
-                )
-                if art is not None:
-                    log.info("%-8s cached   %s", spec.name, keys[spec.name])
-                    done[spec.name] = art
-                    self._link_exp({spec.name: art})
-                    continue
-                self._build(spec, done)
+        self._wait = wait
+        self._setup_exp()
+        for spec in selected:
+            key = keys[spec.name]
+            art = None if spec.name in force else self.store.usable(spec.name, key, verify)
+            if art is not None:
+                log.info("%-8s cached   %s", spec.name, key)
+                done[spec.name] = art
+                self._link_exp({spec.name: art})
+                continue
+            self._build(spec, done, rebuild=spec.name in force)
         return done
 
-    def _build(self, spec: StageSpec, done: dict[str, Artifact]) -> Artifact:
-        done[spec.name] = self._run_stage(spec, self.keys()[spec.name], self._inputs(spec, done))
-        self.ran.append(spec.name)
-        self._link_exp({spec.name: done[spec.name]})
-        return done[spec.name]
+    def _build(self, spec: StageSpec, done: dict[str, Artifact], rebuild: bool = True) -> Artifact:
+        """Build ``spec``'s artifact under its lock; a run that waited for another process
+        building it uses that one instead (unless ``rebuild``)."""
+        key = self.keys()[spec.name]
+        with self.store.building(spec.name, key, wait=self._wait):
+            art = None if rebuild else self.store.usable(spec.name, key)
+            if art is not None:
+                log.info("%-8s cached   %s (built by another run)", spec.name, key)
+            else:
+                art = self._run_stage(spec, key, self._inputs(spec, done))
+                self.ran.append(spec.name)
+        done[spec.name] = art
+        self._link_exp({spec.name: art})
+        return art
 
     def _inputs(self, spec: StageSpec, done: dict[str, Artifact]) -> dict[str, Artifact]:
         """The artifacts ``spec`` reads, each checked by sha256 first (a corrupt one is set
