@@ -1,6 +1,7 @@
 """The ``seqpipe`` command. Thin: parse, call, print.
 
-Exit codes: 0 ok, 2 bad input (recipe, files, data), 1 a failure inside a stage.
+Exit codes: 0 ok, 2 bad input (recipe, files, data, a corrupt artifact), 1 a failure inside a
+stage, 75 an artifact it needs is being built by another run (``--wait`` waits).
 ``--debug`` shows tracebacks.
 """
 

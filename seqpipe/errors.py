@@ -1,12 +1,12 @@
-"""The two kinds of error a user sees.
+"""The kinds of error a user sees.
 
 ``InputError``  — bad input: a malformed recipe, an unknown key, a missing or corrupt file,
                   mismatched line counts. Exit code 2.
 ``StageError``  — a failure inside a stage (NaN loss, a crashed worker). Exit code 1.
-``LockedError`` — the workspace is in use by another seqpipe process. Exit code 75
+``LockedError`` — an artifact it needs is being built by another seqpipe process. Exit code 75
                   (``EX_TEMPFAIL``: try again later, or pass ``--wait``).
 
-Both carry one readable line; the CLI prints it without a traceback unless ``--debug``.
+Each carries one readable line; the CLI prints it without a traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,6 @@ class CorruptError(InputError):
 
 
 class LockedError(SeqpipeError):
-    """Another seqpipe process holds the workspace lock. Exit code 75 (EX_TEMPFAIL)."""
+    """Another seqpipe process is building an artifact this run needs. Exit code 75."""
 
     exit_code = 75
