@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -653,6 +654,26 @@ def compare(runs: tuple[Path, ...], test_set: str, samples: int, trials: int, fm
 @click.option("--sort", "sort_by", metavar="METRIC", help="Leaderboard order (as `leaderboard`).")
 @_format_option
 @click.option("--wait", is_flag=True, help="Wait for an artifact another run is building.")
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Variants at once on this machine (a local Ray; threads divided among them).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run each variant as a task on the Ray cluster at ADDRESS (default: auto).",
+)
+@click.option(
+    "--cpus-per-trial", type=click.IntRange(min=1), help="CPUs and torch threads a variant."
+)
+@click.option("--gpus-per-trial", default=0.0, type=float, help="GPUs a variant (Ray).")
 @_workspace_option
 @handle_errors
 def sweep(
@@ -665,6 +686,10 @@ def sweep(
     sort_by: str | None,
     fmt: str,
     wait: bool,
+    jobs: int,
+    ray_address: str | None,
+    cpus_per_trial: int | None,
+    gpus_per_trial: float,
     workspace: Path,
 ) -> None:
     """Run variants of RECIPE (grid or random search) through the shared cache, then print
@@ -684,15 +709,25 @@ def sweep(
             click.echo(f"{v.name}\t{v.label()}")
         return
     t0 = time.perf_counter()
-    run_sweep(
-        recipe,
-        list(overrides),
-        variants,
-        workspace,
-        wait=wait,
-        debug=debug,
-        log=lambda msg: click.echo(msg, err=True),
-    )
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if jobs > 1 or ray_address:
+        from seqpipe.tools.sweep import run_sweep_ray
+
+        cpus = cpus_per_trial or max(1, (os.cpu_count() or 1) // jobs)
+        run_sweep_ray(
+            recipe,
+            list(overrides),
+            variants,
+            workspace,
+            address=ray_address,
+            jobs=jobs,
+            cpus_per_trial=cpus,
+            gpus_per_trial=gpus_per_trial,
+            debug=debug,
+            log=say,
+        )
+    else:
+        run_sweep(recipe, list(overrides), variants, workspace, wait=wait, debug=debug, log=say)
     failed = [v for v in variants if v.error]
     click.echo(
         f"sweep: {len(variants) - len(failed)} of {len(variants)} variants done in "

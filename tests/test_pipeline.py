@@ -18,7 +18,7 @@ from seqpipe.common.vocab import IdArray, Tokenizer
 from seqpipe.core.pipeline import Pipeline
 from seqpipe.core.recipe import load_recipe
 
-from .conftest import MIRROR, run_cli
+from .conftest import MIRROR, REPO, TINY_MT, run_cli
 
 
 def _keys(recipe: Path, ws: Path, *ov: str) -> dict[str, str]:
@@ -272,3 +272,34 @@ def test_download_verifies_checksum_and_reports_failures(tmp_path: Path):
     assert not (tmp_path / "dl" / "bad.bin").exists()
     with pytest.raises(InputError, match="download failed after 1 tries"):
         download((tmp_path / "missing.bin").as_uri(), tmp_path / "dl" / "x.bin", sha, retries=1)
+
+
+def test_sweep_jobs_runs_variants_at_once_on_a_local_ray(tmp_path: Path):
+    """--jobs 2: two variants (decode settings only) as Ray tasks at once; the stages they
+    share are built once, by whichever variant gets there first."""
+
+    recipe = REPO / "recipes" / "mt_small.yaml"
+    args = [*TINY_MT, "train.max_steps=20", "train.valid_every=10"]
+    proc = run_cli(
+        "sweep",
+        str(recipe),
+        *args,
+        "--grid",
+        "decode.beam_size=1,3",
+        "--jobs",
+        "2",
+        "--format",
+        "json",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 2 and {r["beam"] for r in rows} == {1, 3}
+    assert proc.stderr.count(": done (ran ") == 2
+    logs = [(d / "log.txt").read_text() for d in (tmp_path / "exp").iterdir()]
+    assert len(logs) == 2
+    for stage in ("prepare", "tokenize", "train"):
+        assert sum(log.count(f"{stage:<8} running") for log in logs) == 1, stage
+        assert len(list((tmp_path / "cache" / stage).glob("*/manifest.json"))) == 1
+    assert sum(log.count("decode   running") for log in logs) == 2

@@ -7,13 +7,17 @@ log-uniform; other floats: uniform) and ``KEY=V1,V2`` a choice; ``--seed`` fixes
 Each variant is the base recipe plus its overrides and ``name=<recipe name>-<6 hex of a hash of
 its overrides>``, so it gets its own ``exp/`` folder while stages whose keys do not change
 (prepare and tokenize when only ``train.*`` varies; train when only ``decode.*`` varies) are run
-once and shared through the cache.
+once and shared through the cache. With ``--jobs N`` (a local Ray) or ``--ray ADDRESS`` (a
+Ray cluster) the variants run as Ray tasks at the same time; the per-artifact locks let the
+first variant that needs a shared stage build it while the others wait for it.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +203,79 @@ def run_sweep(
         v.ran = list(pipe.ran)
         if "score" in done:
             v.score_key = done["score"].key
+    return variants
+
+
+def _run_variant(
+    recipe: str, overrides: list[str], workspace: str, debug: bool
+) -> tuple[str | None, list[str], str | None]:
+    """One variant in a Ray worker: (score key, stages run, error). Variants that need the same
+    upstream artifact wait for whichever builds it first (per-artifact locks). Its log goes
+    to ``exp/<name>/log.txt``."""
+    logger = logging.getLogger("seqpipe")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    pipe = Pipeline(load_recipe(recipe, overrides), workspace, debug=debug)
+    try:
+        done = pipe.run(wait=True)
+    except SeqpipeError as exc:
+        return None, list(pipe.ran), str(exc)
+    return (done["score"].key if "score" in done else None), list(pipe.ran), None
+
+
+def run_sweep_ray(
+    recipe: str | Path,
+    base_overrides: list[str],
+    variants: list[Variant],
+    workspace: Path | str = ".",
+    *,
+    address: str | None = None,
+    jobs: int = 2,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float = 0,
+    debug: bool = False,
+    log: Any = None,
+) -> list[Variant]:
+    """Run the variants as Ray tasks (``cpus_per_trial`` CPUs and torch threads,
+    ``gpus_per_trial`` GPUs each): on a local Ray with ``jobs`` trials at once, or on the
+    cluster at ``address`` (``auto``: the one this machine belongs to) with the workspace on a
+    filesystem every node sees."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--jobs/--ray run variants on Ray: pip install 'seqpipe[ray]'") from None
+    env = {k: v for k, v in os.environ.items() if k.startswith("SEQPIPE_") or k == "PYTHONPATH"}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    else:
+        ray.init(num_cpus=jobs * cpus_per_trial, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_run_variant)
+        threads = [f"{s}.threads={cpus_per_trial}" for s in ("train", "decode")]
+        pending = {
+            task.remote(
+                str(Path(recipe).resolve()),
+                [*base_overrides, *threads, *v.override_args(), f"name={v.name}"],
+                str(Path(workspace).resolve()),
+                debug,
+            ): v
+            for v in variants
+        }
+        finished = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            v = pending.pop(ready[0])
+            v.score_key, v.ran, v.error = ray.get(ready[0])
+            finished += 1
+            if log is not None:
+                what = (
+                    f"failed: {v.error}"
+                    if v.error
+                    else f"done (ran {', '.join(v.ran) or 'nothing'})"
+                )
+                log(f"[{finished}/{len(variants)}] {v.name}: {v.label()}: {what}")
+    finally:
+        ray.shutdown()
     return variants
 
 
