@@ -71,8 +71,8 @@ def load_trained(
     from ``model.json``, weights from the checkpoint (``torch.load(weights_only=True)``)."""
     train_dir = Path(train_dir)
     spec = json.loads(verified(train_dir / "model.json").read_text())
-    path = train_dir / CHECKPOINT_FILES[checkpoint]
-    if not verified(path).is_file():  # (a file its manifest lists is corrupt when gone)
+    path = verified(train_dir / CHECKPOINT_FILES[checkpoint])  # (listed but gone: corrupt)
+    if not path.is_file():
         if checkpoint == "averaged":
             raise InputError(
                 f"{path}: no averaged checkpoint; train with train.average_last=K or use "
@@ -80,7 +80,7 @@ def load_trained(
             )
         raise InputError(f"{path}: checkpoint not found")
     model = build_model(spec)
-    model.load_state_dict(torch.load(verified(path), map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.to(device).eval()
     return model, spec
 

@@ -73,7 +73,14 @@ class Artifact:
         files = self.manifest().get("files") or {}
         bad = _size_problem(self.path, files)
         if bad is None and full:
-            bad = next((f"{r}: sha256 differs" for r in files if not _sha_ok(self.path / r)), None)
+            bad = next(
+                (
+                    f"{r}: sha256 differs"
+                    for r, m in files.items()
+                    if _sha(self.path / r) != m.get("sha256")
+                ),
+                None,
+            )
         return bad
 
     def file(self, name: str) -> Path:
@@ -271,11 +278,6 @@ def _sha(path: Path) -> str:
     return _SHA[memo]
 
 
-def _sha_ok(path: Path, want: str | None = None) -> bool:
-    """Whether ``path`` has the sha256 its manifest lists (``want``, else looked up)."""
-    return _sha(path) == (want if want is not None else _listed(path)[1].get("sha256"))
-
-
 def _listed(path: Path) -> tuple[Path | None, dict[str, Any]]:
     """(artifact folder, manifest entry) of a file of a finished artifact; (None, {}) when no
     enclosing folder's manifest lists it (a stage's own .partial output, an exported file)."""
@@ -303,7 +305,7 @@ def verified(path: str | Path) -> Path:
         if path.exists()
         else "missing"
     )
-    if why is None and not _sha_ok(path, entry.get("sha256")):
+    if why is None and _sha(path) != entry.get("sha256"):
         why = "sha256 differs from its manifest"
     if why is not None:
         stage = folder.parent.name

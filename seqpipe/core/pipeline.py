@@ -151,12 +151,11 @@ class Pipeline:
                     f"--force {f}: unknown stage; stages are {', '.join(self.by_name)}"
                 )
         keys = self.keys()
-        cached = {
+        cached = {  # (a corrupt artifact is set aside here, and rebuilt below)
             s.name: a
             for s in selected
             if s.name not in force
-            and (a := self.store.get(s.name, keys[s.name])) is not None
-            and not a.problem(full=verify)
+            and (a := self.store.usable(s.name, keys[s.name], verify)) is not None
         }
         if len(cached) == len(selected):
             self._link_exp(cached, write_log=False)
@@ -169,7 +168,7 @@ class Pipeline:
         self._setup_exp()
         for spec in selected:
             key = keys[spec.name]
-            art = None if spec.name in force else self.store.usable(spec.name, key, verify)
+            art = cached.get(spec.name)
             if art is not None:
                 log.info("%-8s cached   %s", spec.name, key)
                 done[spec.name] = art
