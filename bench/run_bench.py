@@ -33,6 +33,8 @@ peer's model size (bi-GRU 256, embeddings 256, joint SentencePiece unigram 8k, d
   ``--asr-minutes`` (real feature frames/s), and decoding the test speaker with CTC greedy,
   CTC prefix beam (5) and joint CTC/attention beam (5): real-time factor and WER of each; and CTC
   greedy with ``decode.adapt=lin`` (two rounds): RTF of all passes, of the first, and both WERs.
+* ``sweep`` (``--parts`` with ``sweep``): bench/sweep_bench.py, a 4-variant sweep with
+  ``--jobs 2`` against one variant at a time (1 thread each): walls, ratio, shared builds.
 * ``joeynmt_decode_ref``: the yardstick for the decode rows. With ``--joey``,
   ../shared/bench/joeynmt/decode_ref.sh in Joey NMT 2.3's own venv: its stored reference model
   (same architecture and size, trained 1,500 updates, about 30 minutes; realistic output
@@ -227,7 +229,8 @@ def main() -> None:
         f"(default with --joey: {DECODE_MINUTES_WITH_JOEY:g}, like Joey's reference model; "
         "0: --steps)",
     )
-    ap.add_argument("--parts", default="mt,asr", help="comma-separated: mt, asr")
+    ap.add_argument("--parts", default="mt,asr", help="comma-separated: mt, asr, sweep")
+    ap.add_argument("--sweep-steps", type=int, default=150, help="updates per sweep variant")
     ap.add_argument("--asr-minutes", type=float, default=3.0, help="ASR training minutes")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     a = ap.parse_args()
@@ -257,6 +260,10 @@ def main() -> None:
         bench_mt(a, common, ws, env, res)
     if "asr" in parts:
         bench_asr(a, ws, env, res)
+    if "sweep" in parts:  # bench/sweep_bench.py: a 4-variant sweep, --jobs 2 against --jobs 1
+        from sweep_bench import bench_sweep
+
+        res["sweep"] = bench_sweep(ws / "sweep", env, a.sweep_steps)
     res["load_at_end"] = round(other_load(), 2)
     text = json.dumps(res, indent=2)
     print(text)

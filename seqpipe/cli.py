@@ -674,6 +674,11 @@ def compare(runs: tuple[Path, ...], test_set: str, samples: int, trials: int, fm
     "--cpus-per-trial", type=click.IntRange(min=1), help="CPUs and torch threads a variant."
 )
 @click.option("--gpus-per-trial", default=0.0, type=float, help="GPUs a variant (Ray).")
+@click.option(
+    "--asha",
+    is_flag=True,
+    help="Ray Tune's ASHA scheduler stops the weakest variants at their validations.",
+)
 @_workspace_option
 @handle_errors
 def sweep(
@@ -690,6 +695,7 @@ def sweep(
     ray_address: str | None,
     cpus_per_trial: int | None,
     gpus_per_trial: float,
+    asha: bool,
     workspace: Path,
 ) -> None:
     """Run variants of RECIPE (grid or random search) through the shared cache, then print
@@ -700,7 +706,7 @@ def sweep(
     seqpipe sweep recipes/mt_small.yaml --random 8 --grid train.lr=1e-4:1e-3 --grid model.cell=gru,lstm
     """
     from seqpipe.tools.leaderboard import render, select
-    from seqpipe.tools.sweep import leaderboard_rows, plan, run_sweep
+    from seqpipe.tools.sweep import leaderboard_rows, plan, run_sweep, stopped_rows
 
     debug = bool(click.get_current_context().find_root().params.get("debug"))
     variants = plan(recipe, list(overrides), list(grids), random_n, seed)
@@ -710,7 +716,7 @@ def sweep(
         return
     t0 = time.perf_counter()
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    if jobs > 1 or ray_address:
+    if jobs > 1 or ray_address or asha:
         from seqpipe.tools.sweep import run_sweep_ray
 
         cpus = cpus_per_trial or max(1, (os.cpu_count() or 1) // jobs)
@@ -723,19 +729,24 @@ def sweep(
             jobs=jobs,
             cpus_per_trial=cpus,
             gpus_per_trial=gpus_per_trial,
+            asha=asha,
             debug=debug,
             log=say,
         )
     else:
         run_sweep(recipe, list(overrides), variants, workspace, wait=wait, debug=debug, log=say)
     failed = [v for v in variants if v.error]
+    stopped = sum(v.stopped_at is not None for v in variants)
     click.echo(
-        f"sweep: {len(variants) - len(failed)} of {len(variants)} variants done in "
-        f"{time.perf_counter() - t0:.1f} s",
+        f"sweep: {len(variants) - len(failed) - stopped} of {len(variants)} variants done"
+        + (f", {stopped} stopped early" if stopped else "")
+        + f" in {time.perf_counter() - t0:.1f} s",
         err=True,
     )
     rows = select(leaderboard_rows(variants, workspace), sort=sort_by)
-    click.echo(render(rows, fmt, extra_columns=("overrides",)), nl=False)
+    rows += stopped_rows(variants, _load(recipe, overrides).task)
+    extra = ("overrides", "status") if stopped else ("overrides",)
+    click.echo(render(rows, fmt, extra_columns=extra), nl=False)
     if failed:
         for v in failed:
             click.echo(f"error: {v.name} ({v.label()}): {v.error}", err=True)

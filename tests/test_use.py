@@ -288,6 +288,8 @@ def test_sweep_and_leaderboard(ws: Path):
     assert proc.stderr.count("decode   running") == 2
     for n in names:
         assert n in proc.stdout and (ws / "exp" / n / "decode").is_dir()
+    logs = [(ws / "exp" / n / "log.txt").read_text() for n in names]
+    assert [log.count("decode   running") for log in logs] == [1, 1]  # each its own log
     assert "decode.beam_size=1" in proc.stdout
 
     rows = json.loads(run_cli("leaderboard", "--format", "json", cwd=ws, check=True).stdout)

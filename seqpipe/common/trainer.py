@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,11 @@ from seqpipe.errors import StageError
 from seqpipe.models.seq2seq import count_parameters
 
 CHECKPOINT = "checkpoint.pt"
+
+#: Called on rank 0 after each validation, once its checkpoint is written:
+#: ``hook(step, score of train.valid_metric)``. ``seqpipe sweep --asha`` reports to Ray Tune
+#: through it (the scheduler may end the process there; the run resumes from the checkpoint).
+validation_hooks: list[Callable[[int, float], None]] = []
 
 
 class Batch(Protocol):
@@ -295,7 +300,7 @@ class Trainer:
                 res = self.task.validate(self.model, self.device)
             self.model.train()
             torch.set_rng_state(torch_rng)
-            score = res[cfg.valid_metric]
+            score = self._last_score = res[cfg.valid_metric]
             better = st.best is None or (
                 score > st.best if higher_is_better(cfg.valid_metric) else score < st.best
             )
@@ -448,6 +453,9 @@ class Trainer:
             stop = self._validate()
             self.save()
             self._last_ckpt = time.time()
+            if self.is_main:
+                for hook in validation_hooks:
+                    hook(st.step, self._last_score)
         elif time.time() - self._last_ckpt > 120:
             self.save()
             self._last_ckpt = time.time()

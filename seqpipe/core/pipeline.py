@@ -342,15 +342,21 @@ class Pipeline:
         return {k: v for k, v in old.items() if k not in arts}
 
 
-_LOG_FILES: set[Path] = set()
+_LOG_FILES: dict[Path, logging.Handler] = {}
 
 
 def attach_log_file(path: Path) -> None:
-    """Append (never truncate) seqpipe's log to ``path``."""
+    """Append (never truncate) seqpipe's log to ``path``: the log of the run this process is
+    running now (a sweep's next variant logs to its own file, no longer to the one before)."""
     path = path.resolve()
     if path in _LOG_FILES:
         return
+    logger = logging.getLogger("seqpipe")
+    for old in _LOG_FILES.values():
+        logger.removeHandler(old)
+        old.close()
+    _LOG_FILES.clear()
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("seqpipe").addHandler(handler)
-    _LOG_FILES.add(path)
+    logger.addHandler(handler)
+    _LOG_FILES[path] = handler

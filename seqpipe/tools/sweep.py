@@ -36,7 +36,8 @@ class Variant:
     overrides: dict[str, str]  # key -> value as typed (YAML scalar text)
     score_key: str | None = None
     error: str | None = None
-    ran: list[str] = field(default_factory=list)
+    ran: list[str] | None = field(default_factory=list)  # None: not known (--asha)
+    stopped_at: int | None = None  # the step at which ASHA stopped it (sweep --asha)
 
     def override_args(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.overrides.items()]
@@ -223,6 +224,26 @@ def _run_variant(
     return (done["score"].key if "score" in done else None), list(pipe.ran), None
 
 
+def _ray(address: str | None, jobs: int, cpus_per_trial: int) -> Any:
+    """Ray, connected to the cluster at ``address`` or to a local Ray sized for ``jobs``
+    trials at once."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--jobs/--ray run variants on Ray: pip install 'seqpipe[ray]'") from None
+    env = {k: v for k, v in os.environ.items() if k.startswith("SEQPIPE_") or k == "PYTHONPATH"}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    else:
+        ray.init(  # a Ray of its own, even where this machine belongs to a cluster
+            address="local",
+            num_cpus=jobs * cpus_per_trial,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    return ray
+
+
 def run_sweep_ray(
     recipe: str | Path,
     base_overrides: list[str],
@@ -233,50 +254,138 @@ def run_sweep_ray(
     jobs: int = 2,
     cpus_per_trial: int = 1,
     gpus_per_trial: float = 0,
+    asha: bool = False,
     debug: bool = False,
     log: Any = None,
 ) -> list[Variant]:
     """Run the variants as Ray tasks (``cpus_per_trial`` CPUs and torch threads,
     ``gpus_per_trial`` GPUs each): on a local Ray with ``jobs`` trials at once, or on the
     cluster at ``address`` (``auto``: the one this machine belongs to) with the workspace on a
-    filesystem every node sees."""
+    filesystem every node sees. ``asha``: as Ray Tune trials under the ASHA scheduler, which
+    stops the weakest early (``variant.stopped_at``)."""
+    threads = [f"{s}.threads={cpus_per_trial}" for s in ("train", "decode")]
+    args = {
+        v.name: [*base_overrides, *threads, *v.override_args(), f"name={v.name}"] for v in variants
+    }
+    recipe, workspace = str(Path(recipe).resolve()), str(Path(workspace).resolve())
+    ray = _ray(address, jobs, cpus_per_trial)
     try:
-        import ray
-    except ImportError:
-        raise InputError("--jobs/--ray run variants on Ray: pip install 'seqpipe[ray]'") from None
-    env = {k: v for k, v in os.environ.items() if k.startswith("SEQPIPE_") or k == "PYTHONPATH"}
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
-    else:
-        ray.init(num_cpus=jobs * cpus_per_trial, include_dashboard=False, log_to_driver=False)
-    try:
-        task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_run_variant)
-        threads = [f"{s}.threads={cpus_per_trial}" for s in ("train", "decode")]
-        pending = {
-            task.remote(
-                str(Path(recipe).resolve()),
-                [*base_overrides, *threads, *v.override_args(), f"name={v.name}"],
-                str(Path(workspace).resolve()),
-                debug,
-            ): v
-            for v in variants
-        }
-        finished = 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            v = pending.pop(ready[0])
-            v.score_key, v.ran, v.error = ray.get(ready[0])
-            finished += 1
-            if log is not None:
-                what = (
-                    f"failed: {v.error}"
-                    if v.error
-                    else f"done (ran {', '.join(v.ran) or 'nothing'})"
-                )
-                log(f"[{finished}/{len(variants)}] {v.name}: {v.label()}: {what}")
+        if asha:
+            _run_tune(recipe, args, variants, workspace, cpus_per_trial, gpus_per_trial, debug)
+        else:
+            task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_run_variant)
+            pending = {task.remote(recipe, args[v.name], workspace, debug): v for v in variants}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                v = pending.pop(ready[0])
+                v.score_key, v.ran, v.error = ray.get(ready[0])
+                _log_end(v, variants, log)
     finally:
         ray.shutdown()
+    if asha:
+        for v in variants:
+            _log_end(v, variants, log)
     return variants
+
+
+def _log_end(v: Variant, variants: list[Variant], log: Any) -> None:
+    if log is None:
+        return
+    if v.error:
+        what = f"failed: {v.error}"
+    elif v.stopped_at is not None:
+        what = f"stopped at step {v.stopped_at} by ASHA"
+    else:
+        what = "done" if v.ran is None else f"done (ran {', '.join(v.ran) or 'nothing'})"
+    log(f"[{variants.index(v) + 1}/{len(variants)}] {v.name}: {v.label()}: {what}")
+
+
+def _tune_trial(config: dict[str, Any]) -> None:
+    """One variant as a Ray Tune trial: every validation score goes to the scheduler, which
+    may end the trial there (the train stage's checkpoint stays in its ``.partial`` folder)."""
+    from ray import tune
+
+    from seqpipe.common import trainer
+
+    reported: list[int] = []
+
+    def report(step: int, score: float) -> None:
+        reported.append(step)
+        tune.report({"step": step, "score": score})
+
+    trainer.validation_hooks.append(report)
+    variant = config["variant"]
+    try:
+        _, _, error = _run_variant(
+            config["recipe"], variant["overrides"], config["workspace"], config["debug"]
+        )
+    except SystemExit:  # how Tune ends a trial its scheduler stops
+        logging.getLogger("seqpipe").info(
+            "sweep    stopped by ASHA at step %d; `seqpipe run` with this recipe resumes it",
+            reported[-1] if reported else 0,
+        )
+        raise
+    if error:
+        raise RuntimeError(f"seqpipe: {error}")
+
+
+def _run_tune(
+    recipe: str,
+    args: dict[str, list[str]],
+    variants: list[Variant],
+    workspace: str,
+    cpus: int,
+    gpus: float,
+    debug: bool,
+) -> None:
+    """ASHA over the variants' validation scores (rungs in training steps: the first at
+    ``train.valid_every``, Ray's reduction factor 4, never at or past ``train.max_steps``)."""
+    import tempfile
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    try:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+    except ImportError:
+        raise InputError("--asha needs Ray Tune: pip install 'seqpipe[ray]'") from None
+    from seqpipe.common.trainer import higher_is_better
+
+    train = [load_recipe(recipe, a).train for a in args.values()]
+    if any(t.max_steps is None for t in train):
+        raise InputError("--asha: set train.max_steps (ASHA's rungs are counted in steps)")
+    scheduler = ASHAScheduler(
+        time_attr="step",
+        metric="score",
+        mode="max" if higher_is_better(train[0].valid_metric) else "min",
+        max_t=max(t.max_steps for t in train) + 1,  # a finishing run is never stopped
+        grace_period=min(t.valid_every for t in train),
+    )
+    space = {
+        "variant": tune.grid_search([{"name": n, "overrides": a} for n, a in args.items()]),
+        "recipe": recipe,
+        "workspace": workspace,
+        "debug": debug,
+    }
+    with tempfile.TemporaryDirectory(prefix="seqpipe-tune-") as store:
+        tuner = tune.Tuner(
+            tune.with_resources(_tune_trial, {"cpu": cpus, "gpu": gpus}),
+            param_space=space,
+            tune_config=tune.TuneConfig(scheduler=scheduler),
+            run_config=tune.RunConfig(storage_path=store, name="sweep", verbose=0),
+        )
+        results = {r.config["variant"]["name"]: r for r in tuner.fit()}
+    for v in variants:
+        res = results[v.name]
+        pipe = Pipeline(load_recipe(recipe, args[v.name]), workspace)
+        if res.error is not None:
+            v.error = str(res.error).strip().splitlines()[-1].partition("seqpipe: ")[2] or str(
+                res.error
+            )
+        elif pipe.state("score") == "done":
+            v.score_key, v.ran = pipe.keys()["score"], None
+        else:
+            v.stopped_at = (res.metrics or {}).get("step")
 
 
 def leaderboard_rows(variants: list[Variant], workspace: Path | str) -> list[dict[str, Any]]:
@@ -292,3 +401,14 @@ def leaderboard_rows(variants: list[Variant], workspace: Path | str) -> list[dic
         for v in by_key.get(row["score_key"], []):
             rows.append(dict(row, run=v.name, overrides=v.label()))
     return rows
+
+
+def stopped_rows(variants: list[Variant], task: str) -> list[dict[str, Any]]:
+    """Leaderboard rows of the variants ASHA stopped (no scores: their training did not end;
+    ``seqpipe run`` with their overrides resumes them)."""
+    return [
+        {"run": v.name, "task": task, "overrides": v.label(), "steps": v.stopped_at}
+        | {"status": f"stopped at step {v.stopped_at}"}
+        for v in variants
+        if v.stopped_at is not None
+    ]
