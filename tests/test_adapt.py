@@ -15,11 +15,11 @@ from seqpipe.models.asr import build_asr_model, model_spec
 BINS, VOCAB = 12, 9
 
 
-def _model(arch: str = "ctc", seed: int = 0) -> torch.nn.Module:
+def _model(arch: str = "ctc", seed: int = 0, layers: int = 1) -> torch.nn.Module:
     torch.manual_seed(seed)
     cfg = dict(
         arch=arch, subsampling="conv2d", conv_channels=4, frontend_norm=False, emb_size=16,
-        cell="gru", hidden_size=16, enc_layers=1, dec_layers=1, bidirectional=True,
+        cell="gru", hidden_size=16, enc_layers=layers, dec_layers=layers, bidirectional=True,
         attention="bahdanau", dropout=0.2,
     )  # fmt: skip
     return build_asr_model(model_spec(cfg, BINS, VOCAB)).eval()
@@ -83,6 +83,38 @@ def test_train_transform_fits_the_targets_and_leaves_the_model_alone(arch: str):
         model, feats, targets, epochs=8, lr=0.02, seed=0, ctc_weight=0.5
     )
     assert losses2 == losses and torch.equal(again.weight, transform.weight)
+
+
+def test_adaptation_runs_the_rnns_in_training_mode_computing_what_eval_mode_does(monkeypatch):
+    """cuDNN runs backward only through RNNs in training mode: adaptation puts them there,
+    with their dropout off, and trains the same transform as with the model in eval mode."""
+    import seqpipe.asr.adapt as adapt
+
+    feats = _feats(12)
+    rng = np.random.default_rng(3)
+    targets = [list(rng.integers(3, VOCAB, size=int(rng.integers(1, 4)))) for _ in feats]
+    model = _model("ctc_attention", layers=2)  # 2-layer GRUs: dropout between their layers
+    rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+    assert rnns and all(m.dropout == 0.2 for m in rnns)
+    seen: list[tuple[bool, float]] = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append((m.training, m.dropout))) for m in rnns
+    ]
+    kw = dict(epochs=3, lr=0.02, seed=0, ctc_weight=0.5)
+    transform, losses = train_transform(model, feats, targets, **kw)
+    for h in hooks:
+        h.remove()
+    assert seen and all(mode == (True, 0.0) for mode in seen)
+    assert not model.training and all(m.dropout == 0.2 and not m.training for m in rnns)
+    model.input_transform = None
+
+    def all_eval(m: torch.nn.Module) -> dict:
+        m.eval()
+        return {}
+
+    monkeypatch.setattr(adapt, "rnns_in_training_mode", all_eval)
+    reference, ref_losses = train_transform(model, feats, targets, **kw)
+    assert losses == ref_losses and torch.equal(transform.weight, reference.weight)
 
 
 def test_adapt_and_transcribe_first_pass_is_the_plain_decode_and_groups_speakers():

@@ -156,10 +156,21 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path: Path):
 
 
 def test_torchrun_two_cpu_processes_train_identical_weights(tmp_path: Path):
+    """2 ranks on gloo, the plateau scheduler forced to cut the learning rate (BLEU stays 0:
+    no gain) and training on after the cut: the ranks end with identical weights, and only
+    rank 0 writes into the artifact."""
     import shutil
 
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    ov = [*TINY, "train.max_steps=8", "train.valid_every=4", "train.device=cpu"]
+    ov = [
+        *TINY,
+        "train.max_steps=12",
+        "train.valid_every=4",
+        "train.device=cpu",
+        "train.scheduler=plateau",
+        "train.plateau_patience=0",
+        "train.valid_max_sentences=5",
+    ]
     run_cli("run", RECIPE, *ov, "--to", "tokenize", cwd=tmp_path, check=True)
     import socket
 
@@ -189,7 +200,73 @@ def test_torchrun_two_cpu_processes_train_identical_weights(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     tdir = _train_dir(tmp_path, *ov)
     info = json.loads((tdir / "train.json").read_text())
-    assert info["world_size"] == 2 and info["steps"] == 8
-    d0 = (tdir / "weights_rank0.sha256").read_text()
-    d1 = (tdir / "weights_rank1.sha256").read_text()
-    assert d0 == d1 and len(d0.strip()) == 64
+    assert info["world_size"] == 2 and info["steps"] == 12
+    d0, d1 = info["weights_sha256_per_rank"]
+    assert d0 == d1 and len(d0) == 64
+    valid = [json.loads(r) for r in (tdir / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in valid if "valid" in r]
+    assert lrs[-1] < lrs[0], lrs  # cut, and trained on after the cut
+    assert not list(tdir.glob("weights_rank*"))
+
+
+def test_the_training_loop_never_waits_for_the_device(tmp_path: Path, monkeypatch):
+    """No host sync on the loss path: inside an update nothing reads a tensor back (.item(),
+    float(), int(), bool(), .tolist()) but host-side lengths; the loss and skipped-batch sums
+    are read once per log line."""
+    import traceback
+    from collections import Counter
+
+    from seqpipe.common.trainer import Trainer
+
+    ov = [*TINY, "train.max_steps=20", "train.valid_every=1000", "train.log_every=10"]
+    Pipeline(load_recipe(RECIPE, ov), tmp_path).run(stop="tokenize")
+    sites: Counter[tuple[str, str]] = Counter()
+    inside = [False]
+    originals = {
+        n: getattr(torch.Tensor, n) for n in ("item", "tolist", "__float__", "__int__", "__bool__")
+    }
+
+    def counted(name: str):
+        def read_back(self, *args, **kwargs):
+            if inside[0]:
+                frame = traceback.extract_stack(limit=2)[0]
+                sites[(Path(frame.filename).name, frame.name)] += 1
+            return originals[name](self, *args, **kwargs)
+
+        return read_back
+
+    for name in originals:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    logged = []
+    for method in ("_update", "_log_window"):
+        original = getattr(Trainer, method)
+
+        def wrapped(self, *args, _original=original, _method=method):
+            inside[0] = _method == "_update"
+            if _method == "_log_window":
+                logged.append(self.state.step)
+            try:
+                return _original(self, *args)
+            finally:
+                inside[0] = False
+
+        monkeypatch.setattr(Trainer, method, wrapped)
+    Pipeline(load_recipe(RECIPE, ov), tmp_path).run(stop="train")
+    assert logged[0] == 10 and len(logged) <= 4  # every 10 updates and at the epoch end
+    # host-side only: the source lengths (encoders.py) and a PackedSequence's batch sizes
+    # (torch's rnn.py), both on the CPU whatever the device
+    host = {("encoders.py", "forward"), ("rnn.py", "get_expected_hidden_size")}
+    assert set(sites) <= host, sites
+    assert all(sites[s] <= 20 for s in host)  # at most one each per update
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run the check")
+def test_the_gpu_check_refuses_without_cuda():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gpu_check: no CUDA device")

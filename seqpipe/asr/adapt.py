@@ -94,7 +94,7 @@ def train_transform(
         p.requires_grad_(False)
     transform = InputTransform(feats[0].shape[1]).to(device)
     model.input_transform = transform
-    model.eval()
+    rnn_dropout = rnns_in_training_mode(model)
     opt = torch.optim.Adam(transform.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     losses: list[float] = []
@@ -112,7 +112,7 @@ def train_transform(
                         arch,
                         device,
                     )
-                    loss, _ = asr_loss(model, batch, arch, ctc_weight, 0.0)
+                    loss = asr_loss(model, batch, arch, ctc_weight, 0.0)
                     if not torch.isfinite(loss):  # no update from a NaN/inf batch
                         continue
                     opt.zero_grad(set_to_none=True)
@@ -123,9 +123,25 @@ def train_transform(
                 losses.append(total / max(n_tok, 1))
     finally:
         model.train(was_training)
+        for rnn, p in rnn_dropout.items():
+            rnn.dropout = p
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
     return transform, losses
+
+
+def rnns_in_training_mode(model: nn.Module) -> dict[nn.RNNBase, float]:
+    """``model`` in eval mode except its RNN layers: in training mode with their dropout
+    off, so that they compute what eval mode computes and cuDNN can run backward through them
+    (it refuses RNNs in eval mode). :return: each RNN's dropout, to restore."""
+    model.eval()
+    saved = {}
+    for m in model.modules():
+        if isinstance(m, nn.RNNBase):
+            saved[m] = m.dropout
+            m.dropout = 0.0
+            m.train()
+    return saved
 
 
 def adapt_and_transcribe(

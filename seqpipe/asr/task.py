@@ -125,9 +125,7 @@ class ASRTask:
             augment=True,
         )
 
-    def loss(
-        self, model: torch.nn.Module, batch: ASRBatch
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: torch.nn.Module, batch: ASRBatch) -> torch.Tensor:
         return asr_loss(model, batch, self.arch, self.cfg.ctc_weight, self.cfg.label_smoothing)
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
@@ -151,7 +149,7 @@ class ASRTask:
                 device,
                 augment=False,
             )
-            loss, _ = asr_loss(model, batch, self.arch, self.cfg.ctc_weight, 0.0)
+            loss = asr_loss(model, batch, self.arch, self.cfg.ctc_weight, 0.0)
             loss_sum += float(loss)
             n_tok += batch.n_targets
         return {"wer": 100 * res["wer"], "cer": 100 * res["cer"], "loss": loss_sum / max(1, n_tok)}
@@ -188,10 +186,10 @@ def make_asr_batch(
     return ASRBatch(
         x.to(device, non_blocking=True),
         x_len,
-        targets.to(device),
+        targets.to(device, non_blocking=True),
         target_lengths,
-        tgt_in.to(device),
-        tgt_out.to(device),
+        tgt_in.to(device, non_blocking=True),
+        tgt_out.to(device, non_blocking=True),
         int(x_len.sum()),
         n_t,
     )
@@ -199,14 +197,13 @@ def make_asr_batch(
 
 def asr_loss(
     model: torch.nn.Module, batch: ASRBatch, arch: str, ctc_weight: float, label_smoothing: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Summed loss of a batch (see the module docstring) and its parts."""
+) -> torch.Tensor:
+    """Summed loss of a batch (see the module docstring), a scalar on the model's device (not
+    read back: no host sync)."""
     out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
-    stats: dict[str, float] = {}
     total = None
     if out.att_logits is not None:
-        att, nll, _ = label_smoothed_nll(out.att_logits, batch.tgt_out, label_smoothing)
-        stats["att_nll"] = float(nll)
+        att, _, _ = label_smoothed_nll(out.att_logits, batch.tgt_out, label_smoothing)
         total = att if arch == "attention" else (1.0 - ctc_weight) * att
     if out.ctc_log_probs is not None:
         ctc = ctc_loss(
@@ -215,7 +212,6 @@ def asr_loss(
             batch.targets.to(out.ctc_log_probs.device),
             batch.target_lengths,
         )
-        stats["ctc"] = float(ctc.detach())
         total = ctc if arch == "ctc" else total + ctc_weight * ctc
     assert total is not None
-    return total, stats
+    return total

@@ -86,6 +86,7 @@ def train_members(recipe: Any, feat_dir: Path, out: Path, log: Any) -> dict[str,
         r.train.seed = seed + k
         r.train.members = 1
         r.train.progress = False  # several bars would garble the terminal
+        r.train.device = member_device(recipe.train.device, k)
         member_recipes.append(r)
     log.info(
         "train    %d ensemble members, %d at a time (seeds %d-%d)", n, jobs, seed, seed + n - 1
@@ -144,6 +145,13 @@ def _run_members(
             for k, f in futures.items():
                 done[k] = f.result()
     return [done[k] for k in range(len(dirs))]
+
+
+def member_device(device: str, k: int) -> str:
+    """Member k's device: with ``auto`` or ``cuda`` and several GPUs, GPU k mod their number
+    (members trained side by side each get their own); else ``device`` as given."""
+    n = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    return f"cuda:{k % n}" if n > 1 else device
 
 
 def _merge_member_checkpoints(dirs: list[Path], out: Path) -> None:

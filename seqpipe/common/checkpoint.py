@@ -8,6 +8,7 @@ API all load through here.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def new_model(spec: dict[str, Any], out: Path, log: Any, summary: str) -> nn.Mod
     except ValueError as e:
         raise InputError(f"model: {e}") from None
     spec["parameters"] = count_parameters(model)
-    (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 alone writes the artifact
+        (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     log.info("train    %s parameters, %s", f"{spec['parameters']:,}", summary)
     return model
 
@@ -88,7 +90,8 @@ def load_trained(
 def load_for_decoding(train_dir: Path, cfg: Any) -> tuple[nn.Module, dict[str, Any], torch.device]:
     """A decode stage's model: on ``decode.device`` (CPU: ``decode.threads`` torch threads),
     from ``decode.checkpoint``, int8 with ``decode.quantize``. :return: model, spec, device"""
-    device = pick_device(cfg.device)
+    # int8 dynamic quantization runs on the CPU: `auto` picks it even where a GPU is
+    device = pick_device("cpu" if cfg.quantize == "int8" and cfg.device == "auto" else cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     model, spec = load_trained(train_dir, cfg.checkpoint, device)

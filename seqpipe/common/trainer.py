@@ -20,6 +20,7 @@ Files written into the stage folder::
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -61,7 +62,7 @@ class Task(Protocol):
     def num_batches_hint(self) -> int: ...
     def batches(self, epoch: int) -> list[Any]: ...
     def collate(self, item: Any, device: torch.device) -> Batch: ...
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
 
 
@@ -120,7 +121,8 @@ def rng_state() -> dict[str, Any]:
         "numpy_pos": int(np_state[2]),
         "numpy_gauss": [int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # the rank's own GPU only (another rank's device is not this process's to touch)
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
     }
 
 
@@ -132,7 +134,7 @@ def set_rng_state(s: dict[str, Any]) -> None:
     )
     torch.set_rng_state(s["torch"])
     if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        torch.cuda.set_rng_state(s["cuda"][0])
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -146,15 +148,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-    # fused Adam/AdamW: one kernel per parameter group instead of a dozen ops per tensor
-    # (CPU and CUDA both support it; ~10% of a CPU step for the 8M-parameter MT model)
+    # fused Adam/AdamW/SGD: one kernel per parameter group instead of a dozen ops per tensor
+    # (CPU and CUDA both support it; ~10% of a CPU step for the 8M-parameter MT model), and
+    # they skip a step on the device when told of a non-finite loss (no host sync)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True
         )
     return torch.optim.RMSprop(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -182,14 +185,20 @@ class Trainer:
         tune_allocator()
         self.cfg, self.task, self.out, self.log, self.seed = cfg, task, Path(out), log, seed
         self.rank, self.world, local = distributed_env()
-        if self.world > 1 and not dist.is_initialized():
+        # under torchrun, the data-parallel path even with one process (the GPU check runs
+        # NCCL's collectives that way on one GPU)
+        self.dist = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        if self.dist and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
-        if self.world > 1 and torch.cuda.is_available() and cfg.device != "cpu":
+            # ranks 1..N wait in a collective while rank 0 validates: allow a long validation
+            dist.init_process_group(backend, timeout=datetime.timedelta(minutes=cfg.dist_timeout))
+        if self.dist and torch.cuda.is_available() and cfg.device != "cpu":
             self.device = torch.device(f"cuda:{local}")
             torch.cuda.set_device(self.device)
         else:
             self.device = pick_device(cfg.device)
+        if self.device.type == "cuda":  # TF32 matmuls and convolutions (Ampere and later)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         if self.device.type == "cpu":
             torch.set_num_threads(
                 max(1, cfg.threads if self.world == 1 else cfg.threads // self.world or 1)
@@ -199,7 +208,7 @@ class Trainer:
             nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
-            if self.world > 1
+            if self.dist
             else self.model
         )
         self.optimizer = make_optimizer(cfg, self.model.parameters())
@@ -290,9 +299,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> bool:
-        """Validate, keep the k best, update patience. True = stop early."""
+        """Validate, keep the k best, update patience. True = stop early. Rank 0 validates;
+        the score and the decision reach every rank, whose plateau schedulers all step."""
         cfg, st = self.cfg, self.state
-        stop = torch.zeros(1)
+        shared = torch.zeros(2, device=self.device)  # (stop, score): collectives on the device
         if self.is_main:
             torch_rng = torch.get_rng_state()
             self.model.eval()
@@ -309,8 +319,6 @@ class Trainer:
             else:
                 st.bad_validations += 1
             self._keep_best(score)
-            if self.plateau is not None:
-                self.plateau.step(score)
             self._metric(
                 {
                     "step": st.step,
@@ -329,10 +337,14 @@ class Trainer:
                 st.stop_reason = (
                     f"early stopping: no {cfg.valid_metric} gain in {cfg.patience} validations"
                 )
-                stop[0] = 1
-        if self.world > 1:
-            dist.broadcast(stop, 0)
-        return bool(stop[0])
+                shared[0] = 1
+            shared[1] = score
+        if self.dist:
+            dist.broadcast(shared, 0)
+        stop, score = shared.tolist()  # once per validation
+        if self.plateau is not None:  # on every rank: their learning rates stay equal
+            self.plateau.step(score)
+        return bool(stop)
 
     def _keep_best(self, score: float) -> None:
         st, k = self.state, self.cfg.keep_best
@@ -351,12 +363,16 @@ class Trainer:
             return st
         self.model.train()
         # for the cosine schedule: its length in updates
-        self.total_steps = cfg.max_steps or cfg.max_epochs * max(1, self.task.num_batches_hint())
+        # (each rank takes every world-th batch: an epoch has 1/world of the batches)
+        self.total_steps = cfg.max_steps or cfg.max_epochs * max(
+            1, self.task.num_batches_hint() // self.world
+        )
         from tqdm import tqdm
 
         self._show_bar = cfg.progress and self.is_main and sys.stderr.isatty()
         self._last_ckpt = time.time()
-        self._window = [0, 0.0, 0.0, 0]  # tokens, seconds, summed loss, updates since the log
+        self._window = [0, 0.0, 0]  # tokens, seconds, updates since the last log line
+        self._sums = torch.zeros(2, device=self.device)  # summed loss per token, skipped batches
         stop = False
         while not stop and st.epoch < cfg.max_epochs:
             batches = self.task.batches(st.epoch)
@@ -388,32 +404,54 @@ class Trainer:
         return st
 
     def _epoch(self, batches: list[Any], bar: Any) -> bool:
-        """The rest of this epoch's batches from ``state.pos``; True when training stops."""
+        """The rest of this epoch's batches from ``state.pos``; True when training stops.
+        Nothing here waits for the device: the loss and the skipped-batch count stay on it
+        and are read once per log line (``train.log_every``)."""
         st, w = self.state, self._window
         while st.pos < len(batches):
             t0 = time.perf_counter()
             batch = self.task.collate(batches[st.pos], self.device)
-            ok, loss_value = self._update(batch)
+            self._update(batch)
             st.pos += 1
+            st.step += 1
             dt = time.perf_counter() - t0
             st.elapsed += dt
-            if ok:
-                st.step += 1
-                tokens = batch.real_tokens * self.world
-                st.train_tokens += tokens
-                w[0], w[1], w[2], w[3] = w[0] + tokens, w[1] + dt, w[2] + loss_value, w[3] + 1
+            tokens = batch.real_tokens * self.world
+            st.train_tokens += tokens
+            w[0], w[1], w[2] = w[0] + tokens, w[1] + dt, w[2] + 1
             bar.update(1)
-            if w[3] and (st.step % self.cfg.log_every == 0 or st.pos == len(batches)):
+            if st.step % self.cfg.log_every == 0 or st.pos == len(batches):
                 self._log_window(bar)
-            if self._after_update(ok):
+            if self._after_update():
                 return True
         return False
 
     def _log_window(self, bar: Any) -> None:
         """A metrics.jsonl record (and a log line without a bar) for the updates since the
-        last one."""
-        st, (tokens, seconds, loss_sum, n) = self.state, self._window
-        loss = loss_sum / n
+        last one; the batches skipped for a non-finite loss are counted here."""
+        cfg, st, (tokens, seconds, n) = self.cfg, self.state, self._window
+        loss_sum, skipped = self._sums.tolist()  # the one host sync per log line
+        self._sums.zero_()
+        if skipped:
+            st.nan_batches += int(skipped)
+            self.log.warning(
+                "train    step %d: the loss was NaN/inf in %d of the last %d batches; they were "
+                "skipped (%d so far)",
+                st.step,
+                skipped,
+                n,
+                st.nan_batches,
+            )
+            if st.nan_batches > cfg.max_nan_batches:
+                raise StageError(
+                    f"train: the loss was NaN/inf in {st.nan_batches} batches (more than "
+                    f"train.max_nan_batches={cfg.max_nan_batches}); lower train.lr or use "
+                    "train.amp=none"
+                )
+        self._window[:] = [0, 0.0, 0]
+        if n == skipped:
+            return
+        loss = loss_sum / (n - skipped)
         rec = {
             "step": st.step,
             "epoch": st.epoch + 1,
@@ -428,28 +466,37 @@ class Trainer:
         if not self._show_bar and self.is_main:
             self.log.info(
                 "train    epoch %d step %d  loss %.3f  ppl %.1f  %.0f tok/s  lr %.2e",
-                st.epoch + 1,
-                st.step,
-                loss,
+                rec["epoch"],
+                rec["step"],
+                rec["loss"],
                 rec["ppl"],
                 rec["tok_s"],
                 rec["lr"],
             )
-        self._window[:] = [0, 0.0, 0.0, 0]
 
-    def _after_update(self, ok: bool) -> bool:
+    def _out_of_time(self) -> bool:
+        """The time budget is spent; with several ranks, rank 0's clock decides, read at log
+        lines only (every rank stops at the same step, at most ``log_every`` updates late)."""
+        cfg, st = self.cfg, self.state
+        if not cfg.max_minutes:
+            return False
+        out = st.elapsed >= cfg.max_minutes * 60
+        if not self.dist:
+            return out
+        if st.step % cfg.log_every:
+            return False
+        flag = torch.tensor([float(out)], device=self.device)
+        dist.broadcast(flag, 0)
+        return bool(flag.item())
+
+    def _after_update(self) -> bool:
         """Validate and checkpoint when due; True when a budget, max_steps or early stopping
         ends training."""
         cfg, st = self.cfg, self.state
-        budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-        out_of_time = budget is not None and st.elapsed >= budget
-        if budget is not None and self.world > 1:  # every rank stops at the same step
-            flag = torch.tensor([float(out_of_time)])
-            dist.broadcast(flag, 0)
-            out_of_time = bool(flag.item())
+        out_of_time = self._out_of_time()
         out_of_steps = cfg.max_steps is not None and st.step >= cfg.max_steps
         stop = False
-        if ok and (st.step % cfg.valid_every == 0 or out_of_time or out_of_steps):
+        if st.step % cfg.valid_every == 0 or out_of_time or out_of_steps:
             stop = self._validate()
             self.save()
             self._last_ckpt = time.time()
@@ -465,7 +512,10 @@ class Trainer:
             st.stop_reason, stop = f"max_steps {cfg.max_steps} reached", True
         return stop
 
-    def _update(self, batch: Batch) -> tuple[bool, float]:
+    def _update(self, batch: Batch) -> None:
+        """One update, queued on the device without waiting for it. A batch whose loss (or
+        gradient norm) is NaN/inf changes nothing: the fused optimizers skip the step on the
+        device (``found_inf``); fp16's grad scaler does the same; rmsprop asks the host."""
         cfg, st = self.cfg, self.state
         self.optimizer.zero_grad(set_to_none=True)
         if self.plateau is None:
@@ -477,34 +527,26 @@ class Trainer:
             dtype=self.amp_dtype or torch.float32,
             enabled=self.amp_dtype is not None,
         ):
-            loss, _ = self.task.loss(self.ddp, batch)
-        value = float(loss.detach())
-        finite = math.isfinite(value)
-        if self.world > 1:
-            flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-            dist.all_reduce(flag)
-            finite = flag.item() == 0
-        if not finite:
-            st.nan_batches += 1
-            self.log.warning(
-                "train    step %d: loss is %s; batch skipped (%d so far)",
-                st.step + 1,
-                value,
-                st.nan_batches,
-            )
-            if st.nan_batches > cfg.max_nan_batches:
-                raise StageError(
-                    f"train: the loss was NaN/inf in {st.nan_batches} batches (more than "
-                    f"train.max_nan_batches={cfg.max_nan_batches}); lower train.lr or use train.amp=none"
-                )
-            return False, value
+            loss = self.task.loss(self.ddp, batch)
+        loss = loss.float()
         self.scaler.scale(loss / batch.n_targets).backward()
+        bad = ~torch.isfinite(loss)
         if cfg.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return True, value / max(1, batch.n_targets)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+            bad |= ~torch.isfinite(norm)
+        bad = bad.float().reshape(())
+        if self.dist:  # a batch is skipped on every rank or on none
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        self._sums += torch.stack([torch.where(bad > 0, 0.0, loss.detach() / batch.n_targets), bad])
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # skips steps with inf/NaN gradients itself
+            self.scaler.update()
+        elif getattr(self.optimizer, "_step_supports_amp_scaling", False):
+            self.optimizer.found_inf = bad
+            self.optimizer.step()
+        elif not bad.item():  # rmsprop: no device-side skip
+            self.optimizer.step()
 
     # ------------------------------------------------------------------ the end
     def finalize(self) -> dict[str, Any]:
@@ -522,12 +564,13 @@ class Trainer:
             "nan_batches": st.nan_batches,
             "valid_metric": self.cfg.valid_metric,
         }
-        if self.world > 1:  # evidence that data-parallel ranks hold identical weights
+        if self.device.type == "cuda":
+            info["cuda_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20)
+        if self.dist:  # evidence that data-parallel ranks hold identical weights
             info["world_size"] = self.world
-            (self.out / f"weights_rank{self.rank}.sha256").write_text(
-                weights_digest(self.model) + "\n"
-            )
-            dist.barrier()
+            digests: list[Any] = [None] * self.world
+            dist.all_gather_object(digests, weights_digest(self.model))
+            info["weights_sha256_per_rank"] = digests  # rank 0 writes train.json
         if not self.is_main:
             return info
         save_atomic(self.model.state_dict(), self.out / "model_last.pt")
@@ -573,7 +616,8 @@ def train_and_report(
     info.update(extra)
     if unit == "frames":
         info["frames_per_second"] = info["tokens_per_second"]  # ASR: real feature frames
-    write_json_atomic(out / "train.json", info)
+    if trainer.is_main:  # torchrun: rank 0 alone writes the artifact
+        write_json_atomic(out / "train.json", info)
     log.info(
         "train    %d steps, %.0f s, %.0f %s/s, best valid %s %s at step %d",
         info["steps"],

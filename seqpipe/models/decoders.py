@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from seqpipe.common.vocab import PAD_ID
 from seqpipe.models.attention import BahdanauAttention, LocationAwareAttention, LuongAttention
-from seqpipe.models.encoders import EncoderOutput, make_rnn
+from seqpipe.models.encoders import EncoderOutput, make_rnn, run_rnn
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # layers x batch x hidden, (h, c) for LSTM
 # the output layer over a vocabulary subset: (x: rows x hidden, bias: rows x V') -> logits
@@ -307,7 +307,7 @@ class RecurrentDecoder(nn.Module):
         if self.input_feeding:
             pieces.append(state.att_vector)
         rnn_input = torch.cat(pieces, dim=-1).unsqueeze(1)  # batch x 1 x rnn_input
-        output, hidden = self.rnn(rnn_input, state.hidden)
+        output, hidden = run_rnn(self.rnn, rnn_input, state.hidden)
         output = output.squeeze(1)  # batch x hidden
         if not self.attend_first:
             context, weights = self._attend(output, state, cache)
@@ -344,7 +344,7 @@ class RecurrentDecoder(nn.Module):
         self, emb: Tensor, state: DecoderState, cache: DecoderCache
     ) -> tuple[Tensor, Tensor]:
         """Luong attention, no input feeding: one RNN call, one batched attention."""
-        outputs, _ = self.rnn(emb, state.hidden)  # batch x tgt_len x hidden
+        outputs, _ = run_rnn(self.rnn, emb, state.hidden)  # batch x tgt_len x hidden
         context, weights = self.attention(outputs, cache.keys, cache.values, cache.mask)
         # context: batch x tgt_len x enc_size, weights: batch x tgt_len x src_len
         att_vectors = torch.tanh(self.att_vector_layer(torch.cat([outputs, context], dim=-1)))

@@ -6,11 +6,11 @@ else is in its batch, and outputs at padded positions are exactly zero.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqpipe.common.vocab import PAD_ID
 
@@ -45,6 +45,30 @@ def make_rnn(
     if cell in ("rnn_tanh", "rnn_relu"):
         return nn.RNN(nonlinearity=cell[4:], **kwargs)
     raise ValueError(f"unknown RNN cell {cell!r}; expected one of {', '.join(RNN_CELLS)}")
+
+
+def run_rnn(rnn: nn.RNNBase, x: Any, hx: Any = None) -> tuple[Any, Any]:
+    """``rnn(x, hx)``; under bf16 autocast on CUDA, in float32. (PyTorch's autocast runs cuDNN
+    RNNs in fp16 whatever the autocast dtype; bf16 training has no grad scaler to keep fp16
+    from overflowing, so there the RNNs stay float32 while the attention and output layers
+    run in bf16. Under fp16 autocast, with its grad scaler, the RNNs run in fp16.)
+
+    :param x: batch x time x input (or a PackedSequence); ``hx``: as ``rnn`` takes it
+    """
+    cuda = (x.data if isinstance(x, PackedSequence) else x).is_cuda
+    if cuda and torch.is_autocast_enabled("cuda"):
+        if torch.get_autocast_dtype("cuda") == torch.bfloat16:
+            with torch.autocast("cuda", enabled=False):
+                return rnn(_float(x), _float(hx))
+    return rnn(x, hx)
+
+
+def _float(t: Any) -> Any:
+    if t is None:
+        return None
+    if isinstance(t, tuple):  # LSTM state (h, c)
+        return tuple(_float(u) for u in t)
+    return t.float()
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
@@ -147,10 +171,10 @@ class RecurrentEncoder(nn.Module):
         if bool((lengths_cpu == x.size(1)).all()):
             # no padding (length-sorted batches mostly hold one source length): the plain call
             # computes exactly what packing would, without its sort and gather
-            outputs, final = self.rnn(x)
+            outputs, final = run_rnn(self.rnn, x)
         else:
             packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-            packed_out, final = self.rnn(packed)
+            packed_out, final = run_rnn(self.rnn, packed)
             outputs, _ = pad_packed_sequence(packed_out, batch_first=True)  # batch x src x out
         if isinstance(final, tuple):  # LSTM: (h, c)
             final = final[0]

@@ -90,10 +90,10 @@ class MTTask:
             n_t,
         )
 
-    def loss(self, model: torch.nn.Module, batch: MTBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: torch.nn.Module, batch: MTBatch) -> torch.Tensor:
+        """The batch's summed label-smoothed loss, on the device (not read back)."""
         logits = model(batch.src, batch.src_len, batch.tgt_in)
-        loss, nll, n = label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing)
-        return loss, {"nll": float(nll), "n": int(n)}
+        return label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing)[0]
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Teacher-forced loss and greedy BLEU on the validation split."""

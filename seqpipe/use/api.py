@@ -244,7 +244,10 @@ class Model:
         cfg = source.decode_cfg
         self.checkpoint = checkpoint or cfg.checkpoint
         self._asked_checkpoint = checkpoint
-        self.device = pick_device(device or cfg.device)
+        wanted = device or cfg.device
+        if (quantize or cfg.quantize) == "int8" and wanted == "auto":
+            wanted = "cpu"  # int8 dynamic quantization decodes on the CPU
+        self.device = pick_device(wanted)
         if threads:
             torch.set_num_threads(threads)
         self.settings = DecodeSettings.from_config(cfg, nbest=1)
