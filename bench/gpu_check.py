@@ -19,7 +19,6 @@ fresh workspace (``--workspace``, default a temporary folder), data from ``SEQPI
    with ``decode.adapt=lin`` (backward through cuDNN RNNs at decode time): WER of both passes.
 
 Usage: python bench/gpu_check.py [--seconds 90] [--max-tokens 16000] [--workspace DIR]
-       (``make gpu-check``)
 """
 
 from __future__ import annotations
