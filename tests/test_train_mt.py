@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -270,3 +271,17 @@ def test_the_gpu_check_refuses_without_cuda():
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gpu_check: no CUDA device")
+
+
+def test_batches_built_in_worker_processes_train_the_same_model(tmp_path: Path):
+    """train.workers=2 (DataLoader processes build the batches ahead) changes no result."""
+    ov = [*TINY, "train.max_steps=12"]
+    digests = []
+    for workers in (0, 2):
+        ws = tmp_path / f"w{workers}"
+        ws.mkdir()
+        run_cli("run", RECIPE, *ov, f"train.workers={workers}", "--to", "train", cwd=ws, check=True)
+        digests.append(
+            hashlib.sha256((_train_dir(ws, *ov) / "model_last.pt").read_bytes()).digest()
+        )
+    assert digests[0] == digests[1]

@@ -15,6 +15,7 @@ short for the front end, or (CTC) with fewer encoder frames than the target need
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from seqpipe.asr.features import FeatureStore, SpecAugment
 from seqpipe.asr.scoring import score_asr
 from seqpipe.asr.transcribe import split_loader, transcribe
-from seqpipe.common.batching import pad_batch, recipe_train_batches
+from seqpipe.common.batching import DeviceBatch, pad_batch, recipe_train_batches
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.common.vocab import BOS_ID, EOS_ID, IdArray
 from seqpipe.errors import InputError
@@ -35,7 +36,7 @@ from seqpipe.models.seq2seq import label_smoothed_nll
 
 
 @dataclass
-class ASRBatch:
+class ASRBatch(DeviceBatch):
     feats: torch.Tensor  # batch x frames x bins (CMVN applied, maybe SpecAugment-ed)
     lengths: torch.Tensor  # batch
     targets: torch.Tensor  # batch x tgt_len (PAD-padded, no BOS/EOS) for CTC
@@ -44,6 +45,7 @@ class ASRBatch:
     tgt_out: torch.Tensor  # batch x tgt_len+1: target + EOS
     real_tokens: int  # feature frames (for the speed log)
     n_targets: int
+    HOST_FIELDS = ("lengths", "target_lengths")  # packing and CTC read them on the host
 
 
 class ASRTask:
@@ -111,18 +113,24 @@ class ASRTask:
         return recipe_train_batches(self.frames, self.tgt_len, self.recipe, epoch)
 
     def make_batch(
-        self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device, augment: bool
+        self, feats: list[np.ndarray], tgts: list[np.ndarray], device: torch.device | str
     ) -> ASRBatch:
-        augment_fn = self.spec_augment.train() if augment and self.spec_augment else None
-        return make_asr_batch(feats, tgts, self.model.min_frames, self.arch, device, augment_fn)
+        return make_asr_batch(feats, tgts, self.model.min_frames, self.arch, device)
 
-    def collate(self, idx: np.ndarray, device: torch.device) -> ASRBatch:
+    def collate(self, idx: np.ndarray) -> ASRBatch:
+        """The padded, normalised batch of training rows ``idx``, on the CPU (in a DataLoader
+        worker with ``train.workers``); SpecAugment follows on the device (:meth:`augment`)."""
         rows = self.rows[idx]
         return self.make_batch(
-            [self.load_train(int(r)) for r in rows],
-            [self.tgt[int(r)] for r in rows],
-            device,
-            augment=True,
+            [self.load_train(int(r)) for r in rows], [self.tgt[int(r)] for r in rows], "cpu"
+        )
+
+    def augment(self, batch: ASRBatch) -> ASRBatch:
+        """SpecAugment on the batch where it is (the training process's RNG: exact resume)."""
+        if not self.spec_augment:
+            return batch
+        return dataclasses.replace(
+            batch, feats=self.spec_augment.train()(batch.feats, batch.lengths)
         )
 
     def loss(self, model: torch.nn.Module, batch: ASRBatch) -> torch.Tensor:
@@ -144,10 +152,7 @@ class ASRTask:
         for start in range(0, len(ok), 32):
             chunk = ok[start : start + 32]
             batch = self.make_batch(
-                [self.load_valid(i) for i in chunk],
-                [self.valid_tgt[i] for i in chunk],
-                device,
-                augment=False,
+                [self.load_valid(i) for i in chunk], [self.valid_tgt[i] for i in chunk], device
             )
             loss = asr_loss(model, batch, self.arch, self.cfg.ctc_weight, 0.0)
             loss_sum += float(loss)
@@ -172,13 +177,10 @@ def make_asr_batch(
     min_frames: int,
     arch: str,
     device: torch.device | str,
-    augment: Any = None,
 ) -> ASRBatch:
-    """A padded batch of normalised features and their targets (``augment``: e.g.
-    SpecAugment, applied to the padded features)."""
+    """A padded batch of normalised features and their targets, on ``device`` (lengths on
+    the host)."""
     x, x_len = pad_features(feats, min_frames)
-    if augment is not None:
-        x = augment(x, x_len)
     targets, target_lengths = pad_batch(tgts)
     tgt_in, _ = pad_batch(tgts, prefix=BOS_ID)
     tgt_out, _ = pad_batch(tgts, suffix=EOS_ID)

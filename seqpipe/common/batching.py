@@ -11,7 +11,8 @@ Decoding batches are length-sorted by source tokens; callers restore input order
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -126,3 +127,25 @@ def recipe_train_batches(
         epoch=epoch,
         shortest_first=epoch < cfg.sortagrad,  # epoch counts from 0
     )
+
+
+class DeviceBatch:
+    """Mixin of a training batch dataclass: its tensors move to the device together, except
+    ``HOST_FIELDS`` (lengths that packing and CTC read on the host). ``pin_memory`` is what a
+    ``torch.utils.data.DataLoader`` calls to pin a batch (a non-blocking copy then follows)."""
+
+    HOST_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _map(self, fn: Any) -> Any:
+        changes = {
+            f.name: fn(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if isinstance(getattr(self, f.name), torch.Tensor) and f.name not in self.HOST_FIELDS
+        }
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def pin_memory(self) -> Any:
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: torch.device) -> Any:
+        return self._map(lambda t: t.to(device, non_blocking=True))

@@ -61,7 +61,7 @@ class Batch(Protocol):
 class Task(Protocol):
     def num_batches_hint(self) -> int: ...
     def batches(self, epoch: int) -> list[Any]: ...
-    def collate(self, item: Any, device: torch.device) -> Batch: ...
+    def collate(self, item: Any) -> Batch: ...  # on the CPU; may run in a worker process
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
 
@@ -408,10 +408,12 @@ class Trainer:
         Nothing here waits for the device: the loss and the skipped-batch count stay on it
         and are read once per log line (``train.log_every``)."""
         st, w = self.state, self._window
+        stream = self._batch_stream(batches, st.pos)
         while st.pos < len(batches):
             t0 = time.perf_counter()
-            batch = self.task.collate(batches[st.pos], self.device)
-            self._update(batch)
+            batch = next(stream).to(self.device)
+            augment = getattr(self.task, "augment", None)  # ASR: SpecAugment, on the device
+            self._update(augment(batch) if augment else batch)
             st.pos += 1
             st.step += 1
             dt = time.perf_counter() - t0
@@ -425,6 +427,27 @@ class Trainer:
             if self._after_update():
                 return True
         return False
+
+    def _batch_stream(self, batches: list[Any], start: int) -> Iterator[Any]:
+        """The collated batches from ``start``: built ahead in ``train.workers`` DataLoader
+        processes (pinned for a non-blocking copy to a GPU), or here when it is 0. Collation
+        draws no random numbers, so workers change no result."""
+        if not self.cfg.workers:
+            return (self.task.collate(item) for item in batches[start:])
+        from torch.utils.data import DataLoader
+
+        return iter(
+            DataLoader(
+                batches[start:],  # type: ignore[arg-type]
+                batch_size=None,  # each item is one batch's indices
+                collate_fn=self.task.collate,
+                num_workers=self.cfg.workers,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4,
+                # its own generator: the workers' seeds are not drawn from the training RNG
+                generator=torch.Generator().manual_seed(0),
+            )
+        )
 
     def _log_window(self, bar: Any) -> None:
         """A metrics.jsonl record (and a log line without a bar) for the updates since the
@@ -565,7 +588,9 @@ class Trainer:
             "valid_metric": self.cfg.valid_metric,
         }
         if self.device.type == "cuda":
-            info["cuda_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20)
+            info["cuda_peak_memory_mib"] = round(
+                torch.cuda.max_memory_allocated(self.device) / 2**20
+            )
         if self.dist:  # evidence that data-parallel ranks hold identical weights
             info["world_size"] = self.world
             digests: list[Any] = [None] * self.world

@@ -138,6 +138,8 @@ class TrainConfig(Section):
     progress: bool = nokey(True)  # show a progress bar
     # write TensorBoard events into the artifact's tb/ (when the tensorboard package is installed)
     tensorboard: bool = nokey(True)
+    # processes that build batches ahead of training (0: in the training loop)
+    workers: int = nokey(0)
     # torchrun: minutes a rank waits in a collective (e.g. while rank 0 validates)
     dist_timeout: int = nokey(60)
 

@@ -12,7 +12,7 @@ import sacrebleu
 import sentencepiece as spm
 import torch
 
-from seqpipe.common.batching import decode_batches, pad_batch, recipe_train_batches
+from seqpipe.common.batching import DeviceBatch, decode_batches, pad_batch, recipe_train_batches
 from seqpipe.common.search import greedy_search
 from seqpipe.common.vocab import BOS_ID, EOS_ID, IdArray, Tokenizer
 from seqpipe.data.text import read_lines
@@ -20,13 +20,14 @@ from seqpipe.models.seq2seq import label_smoothed_nll
 
 
 @dataclass
-class MTBatch:
+class MTBatch(DeviceBatch):
     src: torch.Tensor  # batch x src_len (ids, EOS-terminated, PAD-padded)
     src_len: torch.Tensor  # batch
     tgt_in: torch.Tensor  # batch x tgt_len: BOS + target
     tgt_out: torch.Tensor  # batch x tgt_len: target + EOS
     real_tokens: int
     n_targets: int
+    HOST_FIELDS = ("src_len",)  # packing reads lengths on the host
 
 
 class MTTask:
@@ -75,20 +76,15 @@ class MTTask:
         self.tgt_len = np.array([len(x) + 1 for x in self.tgt])
         self._sampled_epoch = epoch
 
-    def collate(self, idx: np.ndarray, device: torch.device) -> MTBatch:
+    def collate(self, idx: np.ndarray) -> MTBatch:
+        """The padded batch of training pairs ``idx``, on the CPU (in a DataLoader worker
+        with ``train.workers``)."""
         src, src_len = pad_batch([self.src[i] for i in idx], suffix=EOS_ID)
         tgt_seqs = [self.tgt[i] for i in idx]
         tgt_in, _ = pad_batch(tgt_seqs, prefix=BOS_ID)
         tgt_out, tgt_len = pad_batch(tgt_seqs, suffix=EOS_ID)
         n_t = int(tgt_len.sum())
-        return MTBatch(
-            src.to(device, non_blocking=True),
-            src_len,
-            tgt_in.to(device, non_blocking=True),
-            tgt_out.to(device, non_blocking=True),
-            int(src_len.sum()) + n_t,
-            n_t,
-        )
+        return MTBatch(src, src_len, tgt_in, tgt_out, int(src_len.sum()) + n_t, n_t)
 
     def loss(self, model: torch.nn.Module, batch: MTBatch) -> torch.Tensor:
         """The batch's summed label-smoothed loss, on the device (not read back)."""
