@@ -420,3 +420,33 @@ def test_a_member_that_failed_to_train_is_named():
     assert lagging_members([86.82, 1.53]) == [0]  # train.seed=7 without warmup
     assert lagging_members([7.67, 8.21]) == [] and lagging_members([None, 3.0]) == []
     assert lagging_members([None, None]) == []
+
+
+def test_the_librispeech_recipe_runs_end_to_end_on_the_mirror_sample(tmp_path: Path):
+    """recipes/asr_librispeech.yaml with tiny overrides on the mirror's LibriSpeech-layout
+    sample (4 utterances pooled into train/valid/test) instead of OpenSLR's 100 hours."""
+    tiny = [
+        "data.dataset=librispeech",
+        "features.speed_perturb=[1.0]",
+        "features.workers=1",
+        "tokenize.model_type=char",
+        "model.hidden_size=16",
+        "model.emb_size=16",
+        "model.conv_channels=4",
+        "model.enc_layers=1",
+        "train.max_steps=2",
+        "train.valid_every=2",
+        "train.amp=none",
+        "train.workers=0",
+        "train.average_last=0",
+        "train.threads=1",
+        "decode.checkpoint=best",
+        "decode.splits=[test]",
+        "decode.beam_size=2",
+        "decode.threads=1",
+    ]
+    recipe = str(REPO / "recipes" / "asr_librispeech.yaml")
+    proc = run_cli("run", recipe, *tiny, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    test = _scores(tmp_path, "asr_librispeech")["splits"]["test"]
+    assert test["sentences"] == 1 and test["wer"]["ref_words"] > 0

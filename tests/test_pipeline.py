@@ -255,25 +255,6 @@ def test_tatoeba_split_is_deterministic_and_english_disjoint(tmp_path: Path):
     assert stats["train"]["read"] + stats["valid"]["read"] + stats["test"]["read"] == 169_813
 
 
-def test_download_verifies_checksum_and_reports_failures(tmp_path: Path):
-    import hashlib
-
-    from seqpipe.data.registry import download
-    from seqpipe.errors import InputError
-
-    src = tmp_path / "remote.bin"
-    src.write_bytes(b"payload" * 1000)
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    dest = tmp_path / "dl" / "file.bin"
-    download(src.as_uri(), dest, sha)
-    assert dest.read_bytes() == src.read_bytes()
-    with pytest.raises(InputError, match="sha256 mismatch after download"):
-        download(src.as_uri(), tmp_path / "dl" / "bad.bin", "0" * 64)
-    assert not (tmp_path / "dl" / "bad.bin").exists()
-    with pytest.raises(InputError, match="download failed after 1 tries"):
-        download((tmp_path / "missing.bin").as_uri(), tmp_path / "dl" / "x.bin", sha, retries=1)
-
-
 def test_sweep_jobs_runs_variants_at_once_on_a_local_ray(tmp_path: Path):
     """--jobs 2: two variants (decode settings only) as Ray tasks at once; the stages they
     share are built once, by whichever variant gets there first."""

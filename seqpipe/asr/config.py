@@ -24,7 +24,10 @@ from seqpipe.core.schema import Section, newkey, nokey
 from seqpipe.core.stage import CHECKPOINTS, StageSpec
 from seqpipe.data.registry import data_fingerprint
 
-DATASETS = ("yesno", "fsdd_digits", "fsdd_connected", "an4", "librispeech", "kaldi", "tsv")
+DATASETS = (
+    *("yesno", "fsdd_digits", "fsdd_connected", "an4", "librispeech", "librispeech_100h"),
+    *("kaldi", "tsv"),
+)
 METRICS = ("wer", "cer")
 
 

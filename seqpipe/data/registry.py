@@ -5,28 +5,30 @@ A registry file is named by its path in the mirror layout (``multi30k/raw/train.
 
 1. ``$SEQPIPE_MIRROR/<path>`` — an offline copy laid out like ../shared/data,
 2. ``$SEQPIPE_DOWNLOADS/<path>`` (default ``data/downloads/`` beside the registry, git-ignored),
-3. the file's public URL: downloaded with a progress bar and retries into (2).
+3. its public source (``seqpipe.data.download``: resumed, retried, verified) into (2): the file
+   at ``url``, or for a re-packed mirror tarball the ``upstream`` files it was made of, read
+   in place of its contents.
 
-Every file is checked against its sha256 before use; a mismatch is a clear error.
+Every file is checked against its checksum (sha256, or a publisher's md5) before use.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import tarfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from seqpipe.core.cache import sha256_file
+from seqpipe.data.download import Checksum, checksum_of, download, file_digest
 from seqpipe.errors import InputError
+
+log = logging.getLogger("seqpipe")
 
 REGISTRY_FILE = Path(__file__).resolve().parents[2] / "data" / "registry.yaml"
 
@@ -58,37 +60,34 @@ def downloads_root() -> Path:
     return Path(value).expanduser() if value else REGISTRY_FILE.parent / "downloads"
 
 
-_VERIFIED: dict[tuple[str, float, int], str] = {}
-
-
 def _sha256(path: Path) -> str:
-    st = path.stat()
-    memo = (str(path), st.st_mtime, st.st_size)
-    if memo not in _VERIFIED:
-        _VERIFIED[memo] = sha256_file(path)
-    return _VERIFIED[memo]
+    return file_digest(path, "sha256")
 
 
 def fetch(dataset: str, rel: str) -> Path:
-    """Local path of registry file ``rel`` of ``dataset``, verified against its sha256."""
+    """Local copy of registry file ``rel`` of ``dataset``, verified (see the module
+    docstring): a file, or for an entry whose upstream is a list of files, the folder that
+    holds them as its tarball would. The log says which source it used."""
     entry = dataset_entry(dataset)
     info = entry["files"].get(rel)
     if info is None:
         raise InputError(f"dataset {dataset}: no file {rel} in the registry")
-    want = info["sha256"]
-    candidates = []
+    want = checksum_of(info)
     mirror = mirror_root()
-    if mirror is not None:
-        candidates.append(mirror / rel)
-    candidates.append(downloads_root() / rel)
-    for path in candidates:
-        if path.is_file():
-            got = _sha256(path)
-            if got != want:
+    for path, what in (
+        (mirror / rel if mirror else None, "the mirror"),
+        (downloads_root() / rel, "a download"),
+    ):
+        if path is not None and path.is_file():
+            got = file_digest(path, want.kind)
+            if got != want.hex:
                 raise InputError(
-                    f"{path}: sha256 mismatch (expected {want[:12]}…, got {got[:12]}…)"
+                    f"{path}: {want.kind} mismatch (expected {want.hex[:12]}…, got {got[:12]}…)"
                 )
+            log.info("prepare  %s: %s's copy (%s %s…)", rel, what, want.kind, want.hex[:12])
             return path
+    if info.get("upstream"):
+        return fetch_file_list(rel, info["upstream"])
     url = info.get("url")
     if not url:
         where = f"{mirror / rel}" if mirror else "$SEQPIPE_MIRROR (not set)"
@@ -98,44 +97,43 @@ def fetch(dataset: str, rel: str) -> Path:
         )
     dest = downloads_root() / rel
     download(url, dest, want)
+    log.info("prepare  %s: downloaded from %s (%s verified)", rel, url, want.kind)
     return dest
 
 
-def download(url: str, dest: Path, sha256: str, retries: int = 3) -> None:
-    """Download ``url`` to ``dest`` with a progress bar, retries and checksum verification."""
+def read_file_list(name: str) -> list[tuple[str, str]]:
+    """(sha256, relative path) of each line of ``data/<name>`` (``sha256sum`` format)."""
+    out = []
+    for i, line in enumerate((REGISTRY_FILE.parent / name).read_text().splitlines(), 1):
+        sha, sep, rel = line.partition("  ")
+        if not sep or len(sha) != 64 or rel.startswith("/") or ".." in Path(rel).parts:
+            raise InputError(f"data/{name}:{i}: expected '<sha256>  <relative path>'")
+        out.append((sha, rel))
+    return out
+
+
+def fetch_file_list(rel: str, upstream: dict[str, str]) -> Path:
+    """The files of ``upstream['list']`` under ``upstream['url']``, each downloaded (once)
+    into ``downloads/<folder of rel>/upstream/`` and verified. :return: that folder"""
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    last: Exception | None = None
-    for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=60) as resp:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                h = hashlib.sha256()
-                with (
-                    open(tmp, "wb") as f,
-                    tqdm(
-                        total=total, unit="B", unit_scale=True, desc=dest.name, leave=False
-                    ) as bar,
-                ):
-                    while block := resp.read(1 << 16):
-                        f.write(block)
-                        h.update(block)
-                        bar.update(len(block))
-            if h.hexdigest() != sha256:
-                tmp.unlink(missing_ok=True)
-                raise InputError(f"{url}: sha256 mismatch after download (expected {sha256[:12]}…)")
-            os.replace(tmp, dest)
-            return
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            last = exc
-            time.sleep(min(2**attempt, 10))
-    tmp.unlink(missing_ok=True)
-    raise InputError(
-        f"{url}: download failed after {retries} tries ({last}); for offline use set "
-        "SEQPIPE_MIRROR to a folder laid out like ../shared/data"
+    folder = downloads_root() / Path(rel).parent / "upstream"
+    files = read_file_list(upstream["list"])
+    for sha, name in tqdm(
+        files, desc=f"{rel} (upstream files)", unit="file", leave=False, disable=None
+    ):
+        dest = folder / name
+        if dest.is_file() and file_digest(dest, "sha256") == sha:
+            continue
+        download(upstream["url"] + name, dest, Checksum("sha256", sha))
+    log.info(
+        "prepare  %s: %d upstream files from %s, verified (%s)",
+        rel,
+        len(files),
+        upstream["url"],
+        folder,
     )
+    return folder
 
 
 # ------------------------------------------------------------------------- archives
@@ -242,7 +240,7 @@ def data_fingerprint(recipe: Any) -> dict[str, Any]:
     if d.dataset in ("kaldi", "tsv") or (d.dataset == "librispeech" and d.path):
         return _local_fingerprint(Path(d.path or ""))
     entry = dataset_entry(registry_name(d.dataset))
-    return {rel: info["sha256"] for rel, info in entry["files"].items()}
+    return {rel: checksum_of(info).hex for rel, info in entry["files"].items()}
 
 
 def _stat_entry(f: Path) -> list[Any]:

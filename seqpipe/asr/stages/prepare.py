@@ -3,7 +3,7 @@
 Datasets (``data.dataset``):
 
 ==================  ===========================================================================
-``yesno``           Kaldi's 30/30 split (``splits.tsv``); valid = a seeded ``data.valid_fraction``
+``yesno``           Kaldi's 30/30 split (sorted names: first 30 train); valid = a seeded ``data.valid_fraction``
                     of the 30 training files (held out of train), test = the other 30
 ``fsdd_digits``     FSDD isolated digits: test = ``data.test_speakers`` (or upstream takes 0-4),
                     valid = ``data.valid_speakers`` (or a held-out fraction of train)
@@ -12,6 +12,7 @@ Datasets (``data.dataset``):
                     ``data.utterances``, seeded by ``seed``; the wavs live in this artifact
 ``an4``             the AN4 subset (train 60 / test 10); valid held out of train
 ``librispeech``     ``data.path`` (LibriSpeech layout) or the registry sample
+``librispeech_100h`` OpenSLR's archives named by ``data.splits`` (train-clean-100, dev-clean, ...)
 ``kaldi``           ``data.path``: a Kaldi data folder (``wav.scp`` + ``text``)
 ``tsv``             ``data.path``: ``path<TAB>transcript[<TAB>speaker]`` lines
 ==================  ===========================================================================
@@ -54,6 +55,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "fsdd_connected": _fsdd_connected,
         "an4": _an4,
         "librispeech": _librispeech,
+        "librispeech_100h": _librispeech_100h,
         "kaldi": _kaldi,
         "tsv": _tsv,
     }[d.dataset]
@@ -100,7 +102,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def _extract(ctx: StageContext, archive: Path) -> Path:
-    """Extract a registry archive once per workspace, keyed by its checksum."""
+    """Extract a registry archive once per workspace, keyed by its checksum; a folder (the
+    upstream files a mirror tarball was made of) is read in place."""
+    if archive.is_dir():
+        return archive
     return ds.extract_once(archive, ctx.workspace / "cache" / "extract" / _sha256(archive)[:16])
 
 
@@ -170,9 +175,8 @@ def _local_path(ctx: StageContext) -> Path:
 def _yesno(ctx: StageContext) -> dict[str, ds.Utterances]:
     d = ctx.recipe.data
     root = _extract(ctx, _fetch(ctx, "yesno", "waves_yesno.tar.gz"))
-    splits_tsv = _fetch(ctx, "yesno", "splits.tsv")
-    train = ds.load_yesno(root, "train", splits_tsv, on_error=d.on_error)
-    test = ds.load_yesno(root, "test", splits_tsv, on_error=d.on_error)
+    train = ds.load_yesno(root, "train", on_error=d.on_error)  # the Kaldi rule
+    test = ds.load_yesno(root, "test", on_error=d.on_error)
     return _with_valid(ctx, train, test=test)
 
 
@@ -254,6 +258,24 @@ def _librispeech(ctx: StageContext) -> dict[str, ds.Utterances]:
     if parts is not None:
         return {s: ds.load_librispeech(p, on_error=d.on_error) for s, p in parts.items()}
     return _pool_splits(ctx, ds.load_librispeech(root, on_error=d.on_error))
+
+
+def _librispeech_100h(ctx: StageContext) -> dict[str, ds.Utterances]:
+    """LibriSpeech from OpenSLR: each split of ``data.splits`` names a part (``train:
+    train-clean-100``), whose archive is fetched (mirror, downloads, OpenSLR) and extracted."""
+    d = ctx.recipe.data
+    parts = {}
+    for ours, theirs in d.splits.items():
+        root = _extract(ctx, _fetch(ctx, "librispeech_100h", f"/{theirs}.tar.gz"))
+        parts[ours] = ds.load_librispeech(_find_part(root, theirs), on_error=d.on_error)
+    return parts
+
+
+def _find_part(root: Path, part: str) -> Path:
+    for cand in (root / "LibriSpeech" / part, root / part):
+        if cand.is_dir():
+            return cand
+    raise InputError(f"{root}: no LibriSpeech/{part}/ in the archive")
 
 
 def _kaldi(ctx: StageContext) -> dict[str, ds.Utterances]:
