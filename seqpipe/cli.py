@@ -248,6 +248,12 @@ _DECODE_OPTIONS = [  # (flags, click.option keywords); "recipe's": the recipe's 
     (("--threads",), dict(type=int, help="torch CPU threads (default: the recipe's).")),
     (("--progress/--no-progress",), dict(default=None, help="Progress bar on stderr.")),
     (("--chunk-lines",), dict(type=click.IntRange(min=1), hidden=True)),  # memory tests
+    (("--speaker",), dict(metavar="NAME", help="ASR: the speaker of every input.")),
+    (
+        ("--utt2spk",),
+        dict(type=click.Path(dir_okay=False), help="ASR: Kaldi utt2spk (utt id = file stem)."),
+    ),
+    (("--adapt",), dict(type=click.Choice(["none", "lin"]), help="ASR, with speakers: adapt.")),
 ]
 
 
@@ -276,7 +282,8 @@ def _text_lines(inputs: tuple[str, ...]):
 
 
 def _audio_paths(inputs: tuple[str, ...]):
-    """Audio files given directly, or listed one per line in a text file (``-``: stdin)."""
+    """Audio files given directly, or listed one per line in a text file (``-``: stdin), a
+    line ``PATH`` or ``PATH<TAB>SPEAKER``: ``PATH`` or ``PATH<TAB>SPEAKER`` items."""
     for name in inputs:
         if name != "-" and Path(name).suffix.lower() in AUDIO_SUFFIXES:
             if not Path(name).is_file():
@@ -285,12 +292,37 @@ def _audio_paths(inputs: tuple[str, ...]):
             continue
         label = "<stdin>" if name == "-" else name
         for n, line in enumerate(_text_lines((name,)), 1):
-            if line.strip() and not Path(line.strip()).is_file():
+            path = line.split("\t", 1)[0].strip()
+            if path and not Path(path).is_file():
                 raise InputError(
-                    f"{label}:{n}: {line.strip()!r} is not an audio file (INPUT lists one "
-                    "audio path a line)"
+                    f"{label}:{n}: {path!r} is not an audio file (INPUT lists one audio path "
+                    "a line, optionally TAB and its speaker)"
                 )
             yield line
+
+
+def _with_speakers(items: Any, speaker: str | None, utt2spk: str | None) -> list[str]:
+    """All ASR inputs, each ``PATH<TAB>SPEAKER``: from ``--speaker``, else ``--utt2spk`` (the
+    file's stem is its utterance id), else the list file's column ("" where none)."""
+    table: dict[str, str] = {}
+    if utt2spk:
+        for n, line in enumerate(_text_lines((utt2spk,)), 1):
+            parts = line.split()
+            if len(parts) != 2:
+                raise InputError(f"{utt2spk}:{n}: expected '<utterance id> <speaker>'")
+            table[parts[0]] = parts[1]
+    out = []
+    for item in items:
+        path, _, listed = item.partition("\t")
+        path = path.strip()
+        if speaker is not None:
+            listed = speaker
+        elif utt2spk and path:
+            if Path(path).stem not in table:
+                raise InputError(f"{utt2spk}: no speaker for utterance {Path(path).stem!r}")
+            listed = table[Path(path).stem]
+        out.append(f"{path}\t{listed.strip()}" if path else "")
+    return out
 
 
 def _use_model(
@@ -307,6 +339,9 @@ def _use_model(
     progress: bool | None,
     chunk_lines: int | None,
     workspace: Path,
+    speaker: str | None = None,
+    utt2spk: str | None = None,
+    adapt: str | None = None,
     **asked: Any,
 ) -> None:
     from seqpipe.common.settings import DecodeSettings
@@ -342,6 +377,13 @@ def _use_model(
             if rank == 0
             else iter(())
         )
+        if m.task == "asr":
+            m.adapt = adapt or m.adapt
+            items = list(items)
+            if speaker is not None or utt2spk:
+                items = _with_speakers(items, speaker, utt2spk)
+            if any("\t" in item for item in items):  # speakers: one chunk, as a decode split
+                chunk_lines = max(1, len(items))
         _write_results(m, s, items, output, progress, rank, chunk_lines)
     finally:
         if world > 1:

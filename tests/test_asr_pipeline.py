@@ -450,3 +450,49 @@ def test_the_librispeech_recipe_runs_end_to_end_on_the_mirror_sample(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     test = _scores(tmp_path, "asr_librispeech")["splits"]["test"]
     assert test["sentences"] == 1 and test["wer"]["ref_words"] > 0
+
+
+def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_path: Path):
+    """asr_small's way of decoding (speaker CMN on eval splits, a 2-member ensemble adapted to
+    each speaker in two passes): `seqpipe transcribe` given the same files and speakers (a list
+    file's speaker column, --speaker, or utt2spk) writes what the decode stage wrote; without
+    speakers it still transcribes with the recipe's defaults (search auto, one pass)."""
+    from seqpipe.data.asr_datasets import read_manifest
+
+    args = [
+        *TINY_FSDD,
+        "model.arch=ctc",
+        "train.members=2",
+        "features.speaker_cmn=eval",
+        "decode.adapt=lin",
+        "decode.adapt_epochs=2",
+        "decode.adapt_rounds=2",
+        "data.utterances={train: 150, valid: 6, test: 12}",
+        "train.max_steps=150",  # a model that says more than one thing
+        "train.valid_every=150",
+        "model.hidden_size=48",
+        "name=spk",
+    ]
+    proc = run_cli("run", str(SMALL), *args, cwd=fsdd_ws, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    dec = fsdd_ws / "exp" / "spk" / "decode"
+    ids = (dec / "test.ids").read_text().splitlines()
+    hyp = (dec / "test.hyp").read_text().splitlines()
+    assert len(set(hyp)) > 3, hyp
+    utts = {u.utt_id: u for u in read_manifest(fsdd_ws / "exp" / "spk" / "prepare" / "test.tsv")}
+    listed = tmp_path / "test.lst"
+    listed.write_text("".join(f"{utts[i].path}\t{utts[i].speaker}\n" for i in ids))
+    got = run_cli("transcribe", "exp/spk", str(listed), cwd=fsdd_ws)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines() == hyp
+    paths = tmp_path / "paths.lst"
+    paths.write_text("".join(f"{utts[i].path}\n" for i in ids))
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("".join(f"{Path(utts[i].path).stem} {utts[i].speaker}\n" for i in ids))
+    for extra in (["--speaker", "theo"], ["--utt2spk", str(utt2spk)]):
+        again = run_cli("transcribe", "exp/spk", str(paths), *extra, cwd=fsdd_ws)
+        assert again.stdout.splitlines() == hyp, (extra, again.stderr)
+    plain = run_cli("transcribe", "exp/spk", str(paths), cwd=fsdd_ws)
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == len(ids), plain.stderr
+    off = run_cli("transcribe", "exp/spk", str(listed), "--adapt", "none", cwd=fsdd_ws)
+    assert off.stdout.splitlines() == (dec / "test.pass1").read_text().splitlines()

@@ -20,7 +20,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -467,23 +467,40 @@ def save_speaker_means(
     """
     if len(speakers) != len(store):
         raise ValueError(f"{len(speakers)} speaker ids for {len(store)} feature rows")
-    bins = store.num_mel_bins
     keys = [
         (spk, speed) if spk else (f"utt:{utt}", speed)
         for spk, speed, utt in zip(speakers, store.speeds, store.utt_ids, strict=True)
     ]
-    sums: dict[tuple[str, float], np.ndarray] = {}
-    counts: dict[tuple[str, float], int] = {}
-    for i, key in enumerate(keys):
-        f = store.raw(i)
+    rows = speaker_mean_rows(
+        (store.raw(i) for i in range(len(store))), keys, cmvn, store.num_mel_bins
+    )
+    np.save(store.dir / SPEAKER_MEANS_FILE, rows)
+    return len(set(keys))
+
+
+def speaker_mean_rows(
+    frames: Iterable[np.ndarray],
+    keys: Sequence[Hashable],
+    cmvn: tuple[np.ndarray, np.ndarray] | None,
+    bins: int,
+) -> np.ndarray:
+    """Each utterance's speaker mean: ``rows x bins`` float32, the mean over all frames of the
+    utterances with its key (float64 sums of the stored float16 frames), globally normalised
+    when ``cmvn``. The decode stage's splits and ``transcribe`` with speakers share it.
+
+    :param frames: per utterance, ``frames x bins`` (float16 values)
+    :param keys: per utterance, its speaker key
+    """
+    sums: dict[Hashable, np.ndarray] = {}
+    counts: dict[Hashable, int] = {}
+    for key, f in zip(keys, frames, strict=True):
         sums[key] = sums.get(key, np.zeros(bins)) + f.astype(np.float64).sum(axis=0)
         counts[key] = counts.get(key, 0) + len(f)
     means = {k: sums[k] / max(counts[k], 1) for k in sums}
     if cmvn is not None:
         means = {k: (m - cmvn[0]) / cmvn[1] for k, m in means.items()}
-    rows = np.stack([means[k] for k in keys]) if keys else np.zeros((0, bins))
-    np.save(store.dir / SPEAKER_MEANS_FILE, rows.astype(np.float32))
-    return len(means)
+    rows = np.stack([means[k] for k in keys]) if len(keys) else np.zeros((0, bins))
+    return rows.astype(np.float32)
 
 
 def save_cmvn(path: str | Path, mean: np.ndarray, std: np.ndarray, num_frames: int) -> None:

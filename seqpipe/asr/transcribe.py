@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from seqpipe.asr.ctc_search import ctc_greedy, ctc_prefix_beam_search, ctc_rescore
-from seqpipe.asr.features import load_cmvn
+from seqpipe.asr.features import load_cmvn, speaker_mean_rows
 from seqpipe.common.batching import decode_batches
 from seqpipe.common.search import decode_batch
 from seqpipe.common.settings import DecodeSettings
@@ -129,15 +129,41 @@ def read_normalization(feat_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray] | 
 
 def feature_settings(feat_dir: Path) -> dict[str, Any]:
     """What decoding new audio needs of a features artifact: ``num_mel_bins``, ``sample_rate``,
-    ``cmvn`` (mean, std or None) and ``utterance_norm`` (:func:`read_normalization`)."""
+    ``cmvn`` (mean, std or None), ``utterance_norm`` (:func:`read_normalization`) and
+    ``speaker_cmn`` (``none`` | ``eval`` | ``all``: the speakers' means replace the
+    utterance normalisation when speakers are known)."""
     stats = json.loads((Path(feat_dir) / "stats.json").read_text("utf-8"))
     cmvn, utterance = read_normalization(feat_dir)
+    norm_file = Path(feat_dir) / "norm.json"
+    norm = json.loads(norm_file.read_text()) if norm_file.is_file() else {}
     return {
         "num_mel_bins": int(stats["num_mel_bins"]),
         "sample_rate": int(stats["sample_rate"]),
         "cmvn": cmvn,
         "utterance_norm": utterance,
+        "speaker_cmn": str(norm.get("speaker_cmn") or "none"),
     }
+
+
+def speaker_normalized(
+    raw: list[np.ndarray],
+    speakers: Sequence[str],
+    cmvn: tuple[np.ndarray, np.ndarray] | None,
+    utterance: str,
+    speaker_cmn: str,
+) -> list[np.ndarray]:
+    """Normalised features of utterances whose speakers are known, as the decode stage
+    normalises a split: with ``speaker_cmn`` (eval or all), global CMVN then each speaker's
+    mean removed (:func:`~seqpipe.asr.features.speaker_mean_rows`; "" = its own speaker);
+    else the utterance normalisation. :param raw: frames x bins each (float16 values)"""
+    if speaker_cmn not in ("eval", "all"):
+        normalize = make_normalizer(cmvn, utterance)
+        return [normalize(f) for f in raw]
+    keys = [(spk, 1.0) if spk else (f"utt:{i}", 1.0) for i, spk in enumerate(speakers)]
+    bins = raw[0].shape[1] if raw else 0
+    means = speaker_mean_rows(raw, keys, cmvn, bins)
+    normalize = make_normalizer(cmvn, "none")
+    return [normalize(f) - means[i] for i, f in enumerate(raw)]
 
 
 def make_normalizer(

@@ -255,6 +255,8 @@ class Model:
         self.features: dict[str, Any] = {}
         self.cmvn: tuple[Any, Any] | None = None
         self.utterance_norm = "none"  # ASR, after CMVN: none | mean | meanvar (per utterance)
+        self.speaker_cmn = "none"  # ASR: none | eval | all (used when speakers are known)
+        self.adapt = getattr(cfg, "adapt", "none")  # ASR: the recipe's decode.adapt
         self._shortlist: Any = None  # MT lexical shortlist table, built on first use
         if source.bundle is not None:
             self._load_bundle(source.bundle)
@@ -288,6 +290,7 @@ class Model:
                 raise InputError(f"{tok_dir / 'stats.json'}: not found")
             feats = feature_settings(tok_dir)
             self.cmvn, self.utterance_norm = feats.pop("cmvn"), feats.pop("utterance_norm")
+            self.speaker_cmn = feats.pop("speaker_cmn")
             self.features = feats
 
     def _load_bundle(self, b: dict[str, Any]) -> None:
@@ -326,6 +329,7 @@ class Model:
                     feats["cmvn_std"].numpy().astype(np.float32),
                 )
             self.utterance_norm = str(feats.get("utterance_norm", "none"))
+            self.speaker_cmn = str(feats.get("speaker_cmn", "none"))
         model.load_state_dict(b["state_dict"])
         self.model = model.to(self.device).eval()
 
@@ -362,26 +366,44 @@ class Model:
         self,
         audio: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         *,
+        speakers: str | Sequence[str] | None = None,
+        adapt: str | None = None,
         beam: int | None = None,
         nbest: int | None = None,
         **settings: Any,
     ) -> Any:
         """Transcribe audio files (a path or an iterable of paths; wav, flac, ...).
 
+        :param speakers: each file's speaker (one name for all, or one per file; "" unknown):
+            the files are then decoded together as the decode stage decodes a split: each
+            speaker's mean removed (the recipe's ``features.speaker_cmn``) and, with ``adapt``
+            ``lin`` (default: the recipe's ``decode.adapt``), two-pass speaker adaptation
         :return: one transcript per file (with ``nbest > 1`` a list of :class:`Hypothesis`)
         """
         if self.task != "asr":
             raise InputError(f"{self.source.description} is a translation model: use translate()")
-        if isinstance(audio, (str, os.PathLike)):
-            audio = str(audio)
-        else:
-            audio = [str(a) for a in audio]
-        return self._call(audio, beam=beam, nbest=nbest, **settings)
+        single = isinstance(audio, (str, os.PathLike))
+        paths = [str(audio)] if single else [str(a) for a in audio]  # type: ignore[union-attr]
+        if adapt not in (None, "none", "lin"):
+            raise InputError(f"adapt {adapt!r}: use none or lin")
+        chunk = None
+        if speakers is not None:
+            names = [speakers] * len(paths) if isinstance(speakers, str) else list(speakers)
+            if len(names) != len(paths):
+                raise InputError(f"{len(names)} speakers for {len(paths)} audio files")
+            paths = [f"{p}\t{spk}" for p, spk in zip(paths, names, strict=True)]
+            chunk = max(1, len(paths))  # a speaker's files are normalised and adapted together
+        kept, self.adapt = self.adapt, adapt or self.adapt
+        try:
+            out = self._call(paths, chunk, beam=beam, nbest=nbest, **settings)
+        finally:
+            self.adapt = kept
+        return out[0] if single else out
 
-    def _call(self, items: str | Iterable[str], **kw: Any) -> Any:
+    def _call(self, items: str | list[str], chunk: int | None = None, **kw: Any) -> Any:
         single = isinstance(items, str)
         s = self.decode_settings(**kw)
-        results = list(self.decode_stream([items] if single else items, s))
+        results = list(self.decode_stream([items] if single else items, s, chunk_size=chunk))
         out = [r[0].text for r in results] if s.nbest == 1 and not s.alignment else results
         return out[0] if single else out
 
@@ -474,25 +496,64 @@ class Model:
                 )
         return self._shortlist
 
-    def _transcribe_chunk(self, paths: list[str], s: DecodeSettings) -> list[list[Hypothesis]]:
+    def _transcribe_chunk(self, items: list[str], s: DecodeSettings) -> list[list[Hypothesis]]:
+        """Audio paths, each maybe followed by TAB and its speaker: with speakers, the chunk
+        is normalised per speaker and adapted as the decode stage does a split."""
         import numpy as np
 
         from seqpipe.asr.features import fbank, load_wave
-        from seqpipe.asr.transcribe import make_normalizer, transcribe
+        from seqpipe.asr.transcribe import speaker_normalized, transcribe
 
         sr, bins = self.features["sample_rate"], self.features["num_mel_bins"]
-        normalize = make_normalizer(self.cmvn, self.utterance_norm)
-        keep = [i for i, p in enumerate(paths) if p.strip()]
-        feats = []
-        for i in keep:
-            f = fbank(load_wave(paths[i].strip(), sr), sr, bins).numpy()
-            f = f.astype(np.float16).astype(np.float32)  # as stored by the features stage
-            feats.append(normalize(f))
-        if not feats:
-            return [[Hypothesis("", 0.0)] for _ in paths]
+        rows = [item.strip().split("\t") for item in items]
+        keep = [i for i, r in enumerate(rows) if r[0]]
+        speakers = [rows[i][1] if len(rows[i]) > 1 else "" for i in keep]
+        raw = []
+        for i in keep:  # float16 values, as stored by the features stage
+            raw.append(fbank(load_wave(rows[i][0], sr), sr, bins).numpy().astype(np.float16))
+        raw = [f.astype(np.float32) for f in raw]
+        if not raw:
+            return [[Hypothesis("", 0.0)] for _ in items]
+        known = any(speakers)
+        spk_cmn = self.speaker_cmn if known else "none"
+        feats = speaker_normalized(raw, speakers, self.cmvn, self.utterance_norm, spk_cmn)
         lengths = np.array([len(f) for f in feats], dtype=np.int64)
-        nb, _ = transcribe(self.model, lengths, feats.__getitem__, s, device=self.device)
-        return self._texts(len(paths), keep, nb)
+        if known and self.adapt == "lin":
+            nb = self._adapted(lengths, feats, speakers, s)
+        else:
+            nb, _ = transcribe(self.model, lengths, feats.__getitem__, s, device=self.device)
+        return self._texts(len(items), keep, nb)
+
+    def _adapted(
+        self, lengths: Any, feats: list[Any], speakers: list[str], s: DecodeSettings
+    ) -> list[list[tuple[list[int], float]]]:
+        """The decode stage's two-pass adaptation (``decode.adapt: lin``) per speaker."""
+        import logging
+
+        import yaml
+
+        from seqpipe.asr.adapt import adapt_and_transcribe
+        from seqpipe.core.recipe import recipe_class
+
+        cfg = self.source.decode_cfg
+        raw = yaml.safe_load(self.recipe_text or "") or {}
+        recipe = recipe_class("asr").model_validate({**raw, "task": "asr"})
+        out = adapt_and_transcribe(
+            self.model,
+            lengths,
+            feats.__getitem__,
+            speakers,
+            epochs=cfg.adapt_epochs,
+            lr=cfg.adapt_lr,
+            rounds=cfg.adapt_rounds,
+            targets=cfg.adapt_targets,
+            seed=recipe.seed,
+            loss_ctc_weight=recipe.train.ctc_weight,
+            settings=s,
+            device=self.device,
+            log=logging.getLogger("seqpipe"),
+        )
+        return out["nbest"]
 
     def _texts(
         self, n: int, keep: list[int], nb: list[list[tuple[list[int], float]]]

@@ -11,7 +11,7 @@ str/int/float/bytes, so ``torch.load(path, weights_only=True)`` reads it::
      "tokenizer": {"type": "spm", "files": {"spm.model": uint8 tensor}}   # or src/tgt.model
                 | {"type": "char", "chars_json": <chars.json text>},
      "features": {"num_mel_bins", "sample_rate", "cmvn_mean", "cmvn_std",  # ASR only
-                  "utterance_norm": "none" | "mean" | "meanvar"},
+                  "utterance_norm": "none" | "mean" | "meanvar", "speaker_cmn"},
      "decode": {...},                           # the recipe's decode: section (defaults)
      "recipe": <the resolved recipe YAML> | None,
      "train": {...},                            # the train artifact's summary (steps, time)
