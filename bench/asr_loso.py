@@ -7,7 +7,9 @@ voice); the other three train. Each fold runs the recipe (its own training budge
 workspace, then `seqpipe transcribe` decodes the held-out voice's test utterances from a list
 file with a speaker column, as a user would (speaker normalisation and adaptation as the
 recipe says); the transcripts are scored with the recipe's normalisation. Reports per-voice
-WER, the mean and the worst, and each fold's wall time.
+test WER, the mean and the worst, each fold's training minutes, and the greedy WER on each
+fold's validation voice (its mean is what settings may be chosen on; the test WER is read once
+per recipe change).
 
 Usage: python bench/asr_loso.py [--workspace bench_out/loso] [--voices george,jackson]
                                 [--seed 1234] [KEY=VALUE ...]  (recipe overrides)
@@ -62,8 +64,12 @@ def fold(ws: Path, voice: str, valid: str, seed: int, overrides: list[str]) -> d
     hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing)).stdout.splitlines()
     norm = load_recipe(RECIPE, args[1:]).score.asr_normalization
     res = score_asr([u.text for u in utts], hyps, normalization=norm)
+    info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
+    best = info["best"] if isinstance(info["best"], list) else [info["best"]]
     return {
         "valid_voice": valid,
+        # what settings may be chosen on: greedy WER on the validation voice (per member)
+        "valid_wer": [round(b, 2) for b in best],
         "utterances": len(utts),
         "wer": round(100 * res["wer"], 2),
         "cer": round(100 * res["cer"], 2),
@@ -87,11 +93,13 @@ def main() -> None:
         folds[voice] = fold(ws, voice, valid, a.seed, a.overrides)
         print(json.dumps({voice: folds[voice]}), file=sys.stderr, flush=True)
     wers = [f["wer"] for f in folds.values()]
+    valid = [sum(f["valid_wer"]) / len(f["valid_wer"]) for f in folds.values()]
     out = {
         "recipe": "recipes/asr_small.yaml",
         "seed": a.seed,
         "overrides": a.overrides,
         "folds": folds,
+        "mean_valid_wer": round(sum(valid) / len(valid), 2),  # choose settings on this
         "mean_wer": round(sum(wers) / len(wers), 2),
         "worst_wer": max(wers),
         "worst_voice": max(folds, key=lambda v: folds[v]["wer"]),
