@@ -416,14 +416,17 @@ class Trainer:
             self._update(augment(batch) if augment else batch)
             st.pos += 1
             st.step += 1
+            log_due = st.step % self.cfg.log_every == 0 or st.pos == len(batches)
+            # the one read-back per log line; it waits for the device, so it is timed here
+            sums = self._sums.tolist() if log_due else None
             dt = time.perf_counter() - t0
             st.elapsed += dt
             tokens = batch.real_tokens * self.world
             st.train_tokens += tokens
             w[0], w[1], w[2] = w[0] + tokens, w[1] + dt, w[2] + 1
             bar.update(1)
-            if st.step % self.cfg.log_every == 0 or st.pos == len(batches):
-                self._log_window(bar)
+            if sums is not None:
+                self._log_window(bar, sums)
             if self._after_update():
                 return True
         return False
@@ -449,11 +452,12 @@ class Trainer:
             )
         )
 
-    def _log_window(self, bar: Any) -> None:
+    def _log_window(self, bar: Any, sums: list[float]) -> None:
         """A metrics.jsonl record (and a log line without a bar) for the updates since the
-        last one; the batches skipped for a non-finite loss are counted here."""
+        last one (``sums``: their summed loss per token and skipped batches, read from the
+        device); the batches skipped for a non-finite loss are counted here."""
         cfg, st, (tokens, seconds, n) = self.cfg, self.state, self._window
-        loss_sum, skipped = self._sums.tolist()  # the one host sync per log line
+        loss_sum, skipped = sums
         self._sums.zero_()
         if skipped:
             st.nan_batches += int(skipped)
