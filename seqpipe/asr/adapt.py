@@ -293,3 +293,35 @@ def _log_speaker(
 
 def _best(nbest: list[tuple[list[int], float]]) -> list[int]:
     return list(nbest[0][0]) if nbest else []
+
+
+def adapt_as_configured(
+    model: nn.Module,
+    lengths: np.ndarray,
+    load: Callable[[int], np.ndarray],
+    speakers: list[str],
+    cfg: Any,
+    *,
+    seed: int,
+    loss_ctc_weight: float,
+    settings: DecodeSettings,
+    device: torch.device | str,
+    log: Any,
+) -> dict[str, Any]:
+    """:func:`adapt_and_transcribe` with a recipe's ``decode.adapt_*`` settings (``cfg``): the
+    decode stage and ``transcribe`` with speakers both adapt through it."""
+    return adapt_and_transcribe(
+        model,
+        lengths,
+        load,
+        speakers,
+        epochs=cfg.adapt_epochs,
+        lr=cfg.adapt_lr,
+        rounds=cfg.adapt_rounds,
+        targets=cfg.adapt_targets,
+        seed=seed,
+        loss_ctc_weight=loss_ctc_weight,
+        settings=settings,
+        device=device,
+        log=log,
+    )

@@ -409,10 +409,10 @@ class Trainer:
         and are read once per log line (``train.log_every``)."""
         st, w = self.state, self._window
         stream = self._batch_stream(batches, st.pos)
+        augment = getattr(self.task, "augment", None)  # ASR: SpecAugment, on the device
         while st.pos < len(batches):
             t0 = time.perf_counter()
             batch = next(stream).to(self.device)
-            augment = getattr(self.task, "augment", None)  # ASR: SpecAugment, on the device
             self._update(augment(batch) if augment else batch)
             st.pos += 1
             st.step += 1

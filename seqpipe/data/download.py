@@ -51,11 +51,8 @@ def file_digest(path: Path, kind: str) -> str:
     st = path.stat()
     memo = (kind, str(path), st.st_mtime, st.st_size)
     if memo not in _MEMO:
-        h = hashlib.new(kind)
         with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _MEMO[memo] = h.hexdigest()
+            _MEMO[memo] = hashlib.file_digest(f, kind).hexdigest()
     return _MEMO[memo]
 
 

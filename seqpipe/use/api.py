@@ -508,10 +508,10 @@ class Model:
         rows = [item.strip().split("\t") for item in items]
         keep = [i for i, r in enumerate(rows) if r[0]]
         speakers = [rows[i][1] if len(rows[i]) > 1 else "" for i in keep]
-        raw = []
-        for i in keep:  # float16 values, as stored by the features stage
-            raw.append(fbank(load_wave(rows[i][0], sr), sr, bins).numpy().astype(np.float16))
-        raw = [f.astype(np.float32) for f in raw]
+        raw = [  # float16 values, as stored by the features stage
+            fbank(load_wave(rows[i][0], sr), sr, bins).numpy().astype(np.float16).astype(np.float32)
+            for i in keep
+        ]
         if not raw:
             return [[Hypothesis("", 0.0)] for _ in items]
         known = any(speakers)
@@ -532,21 +532,17 @@ class Model:
 
         import yaml
 
-        from seqpipe.asr.adapt import adapt_and_transcribe
+        from seqpipe.asr.adapt import adapt_as_configured
         from seqpipe.core.recipe import recipe_class
 
-        cfg = self.source.decode_cfg
         raw = yaml.safe_load(self.recipe_text or "") or {}
         recipe = recipe_class("asr").model_validate({**raw, "task": "asr"})
-        out = adapt_and_transcribe(
+        out = adapt_as_configured(
             self.model,
             lengths,
             feats.__getitem__,
             speakers,
-            epochs=cfg.adapt_epochs,
-            lr=cfg.adapt_lr,
-            rounds=cfg.adapt_rounds,
-            targets=cfg.adapt_targets,
+            self.source.decode_cfg,
             seed=recipe.seed,
             loss_ctc_weight=recipe.train.ctc_weight,
             settings=s,

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from seqpipe.asr.adapt import adapt_and_transcribe
+from seqpipe.asr.adapt import adapt_as_configured
 from seqpipe.asr.features import FeatureStore
 from seqpipe.asr.transcribe import split_loader, transcribe
 from seqpipe.common.checkpoint import load_for_decoding
@@ -85,15 +85,12 @@ def _decode_split(
     load = split_loader(feat_dir, store)
     adapted = None
     if cfg.adapt == "lin":
-        adapted = adapt_and_transcribe(
+        adapted = adapt_as_configured(
             model,
             store.lengths,
             load,
             split_speakers(ctx.inputs["prepare"].path, split, store.utt_ids),
-            epochs=cfg.adapt_epochs,
-            lr=cfg.adapt_lr,
-            rounds=cfg.adapt_rounds,
-            targets=cfg.adapt_targets,
+            cfg,
             seed=ctx.recipe.seed,
             loss_ctc_weight=ctx.recipe.train.ctc_weight,
             settings=s,
