@@ -23,6 +23,7 @@ from seqpipe.core.recipe import (
 from seqpipe.core.schema import Section, newkey, nokey
 from seqpipe.core.stage import CHECKPOINTS, StageSpec
 from seqpipe.data.registry import data_fingerprint
+from seqpipe.data.synth import engine_version
 
 DATASETS = (
     *("yesno", "fsdd_digits", "fsdd_connected", "an4", "librispeech", "librispeech_100h"),
@@ -41,10 +42,25 @@ class ASRDataConfig(DataConfig):
     path: str | None = None  # kaldi folder / tsv file / librispeech folder
     test_speakers: list[str] = Field(default_factory=list)  # fsdd_connected
     valid_speakers: list[str] = Field(default_factory=list)  # fsdd_connected
-    # fsdd_connected: utterances per split
+    # fsdd_connected: utterances per split (+ ``synthetic``: training utterances spoken by the
+    # synthetic voices)
     utterances: dict[str, int] = Field(
         default_factory=lambda: {"train": 2000, "valid": 200, "test": 300}
     )
+    # fsdd_connected: eSpeak NG voices (accent + variant) that speak digits for training only
+    synthetic_voices: int = newkey(0, ge=0)
+    synthetic_takes: int = newkey(10, ge=1)  # recordings of each digit per synthetic voice
+
+    @model_validator(mode="after")
+    def _synthetic(self) -> ASRDataConfig:
+        unknown = set(self.utterances) - {"train", "valid", "test", "synthetic"}
+        if unknown:
+            raise ValueError(f"utterances: unknown split(s) {sorted(unknown)}")
+        if bool(self.synthetic_voices) != bool(self.utterances.get("synthetic", 0)):
+            raise ValueError("synthetic_voices and utterances.synthetic: set both (> 0) or neither")
+        if self.synthetic_voices and self.dataset != "fsdd_connected":
+            raise ValueError("synthetic_voices: only for dataset fsdd_connected")
+        return self
 
 
 class FeaturesConfig(Section):
@@ -156,7 +172,10 @@ class ASRRecipe(Recipe):
         return self
 
     def data_fingerprint(self) -> Any:
-        return data_fingerprint(self)
+        fingerprint = data_fingerprint(self)
+        if self.data.synthetic_voices:  # the synthesiser's build makes the samples
+            fingerprint["synthesizer"] = engine_version()
+        return fingerprint
 
     def task_stages(self, m: str) -> list[StageSpec]:
         # validation decodes (attention arch: greedily, with decode's length limits) and

@@ -302,6 +302,8 @@ def build_connected_digits(
     pause_ms: tuple[int, int] = (50, 300),
     noise_std: float = 3e-4,
     sample_rate: int = 8000,
+    synthetic: dict[str, list[tuple[int, np.ndarray]]] | None = None,
+    synthetic_utts: int = 0,
 ) -> dict[str, Utterances]:
     """Build a connected-digit corpus from FSDD recordings, deterministically.
 
@@ -321,6 +323,10 @@ def build_connected_digits(
     :param out_dir: wavs go to ``out_dir/<split>/<utt_id>.wav``; a ``<split>.tsv``
         (path, transcript, speaker) is written beside them
     :param num_utts: utterances per split, e.g. ``{"train": 2000, "valid": 200, "test": 200}``
+    :param synthetic: more training speakers, ``{speaker: [(digit, wave (T,) at
+        sample_rate), ...]}`` (:func:`seqpipe.data.synth.synthesize_digits`)
+    :param synthetic_utts: utterances of those speakers added to ``train`` (after its own;
+        wavs in ``out_dir/synthetic/``, their own random stream)
     :return: ``{split: Utterances}``
     """
     if not 1 <= min_digits <= max_digits:
@@ -331,20 +337,33 @@ def build_connected_digits(
     pools = _digit_pools(fsdd_root, num_utts, test_speakers, valid_speakers)
     out_dir = Path(out_dir)
     cache: dict[Path, np.ndarray] = {}
+
+    def wave_of(source: Path | np.ndarray) -> np.ndarray:
+        if isinstance(source, np.ndarray):
+            return source
+        if source not in cache:
+            cache[source] = read_audio(source, sample_rate)[0]
+        return cache[source]
+
     result: dict[str, Utterances] = {}
-    for split_index, split in enumerate(("train", "valid", "test")):
-        n = int(num_utts.get(split, 0))
+    extra = {"synthetic": (synthetic or {}, synthetic_utts)} if synthetic_utts > 0 else {}
+    for split_index, split in enumerate(("train", "valid", "test", *extra)):
+        if split in extra:
+            pool, n = extra[split]
+            by_speaker = {spk: list(recs) for spk, recs in sorted(pool.items())}
+        else:
+            n = int(num_utts.get(split, 0))
+            by_speaker = {}
+            for r in pools[split]:
+                by_speaker.setdefault(r[2], []).append((r[1], r[0]))
         if n <= 0:
             continue
-        if not pools[split]:
-            raise ValueError(f"no FSDD recordings for split {split!r}")
-        by_speaker: dict[str, list[tuple]] = {}
-        for r in pools[split]:
-            by_speaker.setdefault(r[2], []).append(r)
-        speakers = sorted(by_speaker)
+        if not by_speaker:
+            raise ValueError(f"no recordings for split {split!r}")
         rng = np.random.default_rng([seed, split_index])
         split_dir = out_dir / split
         split_dir.mkdir(parents=True, exist_ok=True)
+        speakers = sorted(by_speaker)
         utts = []
         for i in range(n):
             spk = speakers[int(rng.integers(len(speakers)))]
@@ -352,20 +371,20 @@ def build_connected_digits(
             count = int(rng.integers(min_digits, max_digits + 1))
             picks = [choices[int(j)] for j in rng.integers(len(choices), size=count)]
             pieces = []
-            for rec_path, *_ in picks:
+            for _, source in picks:
                 pieces.append(_pause(rng, pause_ms, noise_std, sample_rate))
-                if rec_path not in cache:
-                    cache[rec_path] = read_audio(rec_path, sample_rate)[0]
-                pieces.append(cache[rec_path])
+                pieces.append(wave_of(source))
             pieces.append(_pause(rng, pause_ms, noise_std, sample_rate))
             wave = np.concatenate(pieces)
             utt_id = f"{spk}-{split}-{i:05d}"
             path = split_dir / f"{utt_id}.wav"
             write_audio(path, wave, sample_rate)
-            text = " ".join(DIGIT_WORDS[r[1]] for r in picks)
+            text = " ".join(DIGIT_WORDS[digit] for digit, _ in picks)
             utts.append(Utterance(utt_id, str(path.resolve()), len(wave) / sample_rate, text, spk))
         write_tsv(utts, out_dir / f"{split}.tsv")
         result[split] = Utterances(utts)
+    if "synthetic" in result:
+        result["train"] = Utterances([*result["train"], *result.pop("synthetic")])
     return result
 
 

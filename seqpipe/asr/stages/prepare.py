@@ -41,6 +41,7 @@ import numpy as np
 
 from seqpipe.core.stage import StageContext
 from seqpipe.data import asr_datasets as ds
+from seqpipe.data import synth
 from seqpipe.data.registry import _sha256, dataset_entry, fetch, registry_name
 from seqpipe.errors import InputError
 
@@ -226,15 +227,25 @@ def _fsdd_connected(ctx: StageContext) -> dict[str, ds.Utterances]:
     for split in ("train", "valid", "test"):
         if d.utterances.get(split, 0) <= 0:
             raise InputError(f"data.utterances.{split}: must be > 0 for fsdd_connected")
+    voices = synth.digit_voices(d.synthetic_voices)
+    if voices:
+        ctx.log.info(
+            f"prepare  {len(voices)} eSpeak NG voices, {d.synthetic_takes} takes of each digit"
+        )
     try:
+        spoken = synth.synthesize_digits(
+            voices, ds.DIGIT_WORDS, d.synthetic_takes, 8000, seed=ctx.recipe.seed
+        )
         built = ds.build_connected_digits(
             root,
             ctx.out / "audio",
-            num_utts=dict(d.utterances),
+            num_utts={s: n for s, n in d.utterances.items() if s != "synthetic"},
             test_speakers=d.test_speakers,
             valid_speakers=d.valid_speakers,
             seed=ctx.recipe.seed,
             sample_rate=8000,
+            synthetic=spoken,
+            synthetic_utts=d.utterances.get("synthetic", 0),
         )
     except ValueError as e:
         if isinstance(e, InputError):
