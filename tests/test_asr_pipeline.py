@@ -496,3 +496,18 @@ def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_pat
     assert plain.returncode == 0 and len(plain.stdout.splitlines()) == len(ids), plain.stderr
     off = run_cli("transcribe", "exp/spk", str(listed), "--adapt", "none", cwd=fsdd_ws)
     assert off.stdout.splitlines() == (dec / "test.pass1").read_text().splitlines()
+
+
+def test_synthetic_voices_need_their_utterances(tmp_path: Path):
+    small = str(REPO / "recipes" / "asr_small.yaml")
+    alone = run_cli(
+        "config", small, "data.synthetic_voices=3", "data.utterances.synthetic=0", cwd=tmp_path
+    )
+    assert alone.returncode == 2
+    assert "synthetic_voices and utterances.synthetic: set both (> 0) or neither" in alone.stderr
+    other = run_cli(
+        "config", str(YESNO), "data.synthetic_voices=3", "data.utterances.synthetic=5", cwd=tmp_path
+    )
+    assert other.returncode == 2 and "only for dataset fsdd_connected" in other.stderr
+    typo = run_cli("config", small, "data.utterances.tets=5", cwd=tmp_path)
+    assert typo.returncode == 2 and "unknown split(s) ['tets']" in typo.stderr

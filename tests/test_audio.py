@@ -26,6 +26,7 @@ from seqpipe.asr.features import (
     num_fbank_frames,
     speed_perturb,
 )
+from seqpipe.data import synth
 from seqpipe.data.asr_datasets import (
     DIGIT_WORDS,
     DatasetError,
@@ -41,6 +42,7 @@ from seqpipe.data.asr_datasets import (
 )
 from seqpipe.data.audio import AudioError, read_audio
 from seqpipe.data.registry import UnsafeArchiveError, safe_extract_tar
+from seqpipe.errors import InputError
 from seqpipe.models.frontends import Conv2dSubsampling, PyramidalBiLSTMEncoder, PyramidalReduce
 
 torch.set_num_threads(1)
@@ -387,6 +389,45 @@ def test_connected_digits_deterministic_and_speaker_disjoint(data: Path, tmp_pat
         assert 0.15 * len(words) < u.duration < 0.3 * (len(words) + 1) + 2.3 * len(words)
     # the split lists written beside the audio load back
     assert [u.text for u in load_tsv(tmp_path / "a" / "test.tsv")] == [u.text for u in a["test"]]
+
+
+def test_synthetic_voices_are_deterministic_distinct_and_join_training_only(
+    data: Path, tmp_path: Path
+) -> None:
+    voices = synth.digit_voices(6)
+    assert voices == synth.digit_voices(6) and len(set(voices)) == 6
+    assert len({v.split("+")[0] for v in voices}) > 1  # accents mixed, not one accent first
+    spoken = synth.synthesize_digits(voices, DIGIT_WORDS, takes=2, sample_rate=8000, seed=5)
+    again = synth.synthesize_digits(voices, DIGIT_WORDS, takes=2, sample_rate=8000, seed=5)
+    assert list(spoken) == [synth.speaker_name(v) for v in voices]
+    for spk, recs in spoken.items():
+        assert "_" not in spk and "+" not in spk
+        assert [label for label, _ in recs] == list(range(10)) * 2
+        for (_, w), (_, w2) in zip(recs, again[spk], strict=True):
+            assert np.array_equal(w, w2)  # same samples on every call
+            assert w.dtype == np.float32 and 0.15 < len(w) / 8000 < 1.2  # one trimmed word
+            assert np.abs(w).max() == pytest.approx(synth.PEAK)
+    # voices and takes differ from each other
+    sevens = [w for recs in spoken.values() for label, w in recs if label == 7]
+    assert len({(len(w), round(float(np.abs(w).sum()), 3)) for w in sevens}) == len(sevens)
+    with pytest.raises(InputError, match="no voice 'zz-nowhere'"):
+        synth.synthesize_digits(["zz-nowhere"], DIGIT_WORDS, 1, 8000, seed=0)
+
+    kwargs = dict(num_utts={"train": 6, "valid": 2, "test": 3}, test_speakers=["theo"])
+    kwargs["valid_speakers"] = ["george"]
+    plain = build_connected_digits(data, tmp_path / "plain", seed=3, **kwargs)
+    mixed = build_connected_digits(
+        data, tmp_path / "mixed", seed=3, synthetic=spoken, synthetic_utts=5, **kwargs
+    )
+    real = [u for u in mixed["train"] if not u.speaker.startswith("tts-")]
+    fake = [u for u in mixed["train"] if u.speaker.startswith("tts-")]
+    assert len(real) == 6 and len(fake) == 5 and {u.speaker for u in fake} <= set(spoken)
+    for split in ("train", "valid", "test"):  # the real utterances are unchanged, byte for byte
+        got = real if split == "train" else mixed[split]
+        assert [Path(u.path).read_bytes() for u in got] == [
+            Path(u.path).read_bytes() for u in plain[split]
+        ]
+    assert not any(u.speaker.startswith("tts-") for u in mixed["valid"] + mixed["test"])
 
 
 # ------------------------------------------------------------------------------- archives

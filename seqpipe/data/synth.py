@@ -18,8 +18,9 @@ it and resamples to the corpus rate: a pool in the same shape as FSDD's recordin
 from __future__ import annotations
 
 import ctypes
-import threading
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -46,11 +47,12 @@ PITCH_RANGE = (20, 90)  # eSpeak's 0-100 pitch range (0 = monotone)
 # speak_lib.h
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
-_RATE, _PITCH, _RANGE = 1, 3, 4
+_RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
+VOLUME = 50  # eSpeak's 0-200 (100 clips some voices)
+PEAK = 0.5  # each word's samples scaled to this peak
 _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
-_lock = threading.Lock()  # libespeak-ng keeps global state
 
 
 def engine_version() -> str:
@@ -80,39 +82,44 @@ def speaker_name(voice: str) -> str:
 
 
 class _Engine:
-    """libespeak-ng loaded once per process; :meth:`say` returns int16 samples."""
-
-    _instance: _Engine | None = None
+    """libespeak-ng in this process; :meth:`say` returns int16 samples. Its wave generator
+    keeps state from one utterance to the next (and across re-initialisation), so
+    :func:`synthesize_digits` runs it in a fresh process to repeat exactly."""
 
     def __init__(self) -> None:
-        engine_version()
         import espeakng_loader
 
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
         self.lib.espeak_Initialize.restype = ctypes.c_int
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
         self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, 0)
         if self.sample_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed ({self.sample_rate})")
         self._chunks: list[np.ndarray] = []
         self._callback = _CALLBACK(self._collect)  # kept alive with the engine
         self.lib.espeak_SetSynthCallback(self._callback)
-
-    @classmethod
-    def get(cls) -> _Engine:
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
+        self.libc = ctypes.CDLL(None)  # the Klatt voices' noise also draws from libc's rand()
 
     def _collect(self, wav, n, _events) -> int:
         if n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
 
-    def say(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
+    def say(
+        self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, noise_seed: int
+    ) -> np.ndarray:
+        """int16 samples (T,) at :attr:`sample_rate`; ``noise_seed`` seeds the synthesiser's
+        random generators (aspiration, breath), so the same call gives the same samples."""
+        self.lib.espeak_ng_SetRandSeed(ctypes.c_long(noise_seed))
+        self.libc.srand(ctypes.c_uint(noise_seed))
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise InputError(f"data.synthetic_voices: eSpeak NG has no voice {voice!r}")
-        for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
+        for param, value in (
+            (_RATE, rate),
+            (_VOLUME, VOLUME),
+            (_PITCH, pitch),
+            (_RANGE, pitch_range),
+        ):
             self.lib.espeak_SetParameter(param, int(value), 0)
         self._chunks = []
         data = text.encode()
@@ -141,25 +148,46 @@ def trim_silence(wave: np.ndarray, sr: int, floor_db: float = -40.0, margin_s: f
 def synthesize_digits(
     voices: Sequence[str], words: Sequence[str], takes: int, sample_rate: int, seed: int
 ) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """Each voice says each word ``takes`` times.
+    """Each voice says each word ``takes`` times (in a fresh process: the same arguments give
+    the same samples).
 
     :param words: the words, index = label (``DIGIT_WORDS``)
     :param seed: draws each take's rate, pitch and range (per voice: ``(seed, voice index)``)
     :return: ``{speaker_name(voice): [(word index, float32 wave (T,) at sample_rate), ...]}``
     """
-    with _lock:
-        engine = _Engine.get()
-        out: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for v, voice in enumerate(voices):
-            rng = np.random.default_rng([seed, v])
-            recs = []
-            for _ in range(takes):
-                rate, pitch, rng_range = (
-                    int(rng.integers(lo, hi + 1)) for lo, hi in (RATE_WPM, PITCH, PITCH_RANGE)
-                )
-                for label, word in enumerate(words):
-                    pcm = engine.say(word, voice, rate, pitch, rng_range)
-                    wave = trim_silence(pcm.astype(np.float32) / 32768.0, engine.sample_rate)
-                    recs.append((label, resample(wave, engine.sample_rate, sample_rate)))
-            out[speaker_name(voice)] = recs
+    if not voices:
+        return {}
+    engine_version()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        sr, spoken = pool.submit(_speak, list(voices), list(words), takes, seed).result()
+    out: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for voice, recs in zip(voices, spoken, strict=True):
+        out[speaker_name(voice)] = [(label, _word(pcm, sr, sample_rate)) for label, pcm in recs]
     return out
+
+
+def _word(pcm: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """int16 samples (T,) at ``sr`` → trimmed float32 (T',) at ``sample_rate``, peak ``PEAK``."""
+    wave = resample(trim_silence(pcm.astype(np.float32), sr), sr, sample_rate)
+    return (wave * (PEAK / max(float(np.abs(wave).max()), 1e-9))).astype(np.float32)
+
+
+def _speak(
+    voices: list[str], words: list[str], takes: int, seed: int
+) -> tuple[int, list[list[tuple[int, np.ndarray]]]]:
+    """(engine rate, per voice ``[(word index, int16 samples (T,)), ...]``)."""
+    engine = _Engine()
+    spoken = []
+    for v, voice in enumerate(voices):
+        rng = np.random.default_rng([seed, v])
+        recs = []
+        for _ in range(takes):
+            rate, pitch, pitch_range = (
+                int(rng.integers(lo, hi + 1)) for lo, hi in (RATE_WPM, PITCH, PITCH_RANGE)
+            )
+            for label, word in enumerate(words):
+                noise_seed = int(rng.integers(2**31))
+                recs.append((label, engine.say(word, voice, rate, pitch, pitch_range, noise_seed)))
+        spoken.append(recs)
+    return engine.sample_rate, spoken
