@@ -4,15 +4,16 @@ never heard, measured as users run it. Prints JSON.
 Each of the mirror's five FSDD voices is held out in turn as the test voice; the next voice
 (cyclically) is the validation voice (checkpoint choice sees no test voice and no training
 voice); the other three train. Each fold runs the recipe (its own training budget) into one
-workspace, then `seqpipe transcribe` decodes the held-out voice's test utterances from a list
-file with a speaker column, as a user would (speaker normalisation and adaptation as the
-recipe says); the transcripts are scored with the recipe's normalisation. Reports per-voice
-test WER, the mean and the worst, each fold's training minutes, and the greedy WER on each
-fold's validation voice (its mean is what settings may be chosen on; the test WER is read once
-per recipe change).
+workspace, then `seqpipe transcribe` decodes the validation voice's utterances and the held-out
+voice's test utterances from list files with a speaker column, as a user would (speaker
+normalisation and adaptation as the recipe says); the transcripts are scored with the
+recipe's normalisation. Reports per voice the test WER and the validation voice's WER, their
+means and worsts, and each fold's training minutes. Settings are chosen on the validation
+voices' mean (``--valid-only`` reads no test voice: for exploring); the test WER is read once
+per recipe change. Decode-only overrides (``decode.*``) reuse the folds' trained models.
 
 Usage: python bench/asr_loso.py [--workspace bench_out/loso] [--voices george,jackson]
-                                [--seed 1234] [KEY=VALUE ...]  (recipe overrides)
+                                [--seed 1234] [--valid-only] [KEY=VALUE ...]  (overrides)
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ def seqpipe(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def fold(ws: Path, voice: str, valid: str, seed: int, overrides: list[str]) -> dict[str, object]:
-    """Train with ``voice`` held out (``valid`` validating), transcribe its test utterances."""
+def fold(
+    ws: Path, voice: str, valid: str, seed: int, overrides: list[str], valid_only: bool
+) -> dict[str, object]:
+    """Train with ``voice`` held out (``valid`` validating); transcribe the validation voice's
+    utterances and (unless ``valid_only``) the held-out voice's test utterances."""
     from seqpipe.asr.scoring import score_asr
     from seqpipe.core.recipe import load_recipe
     from seqpipe.data.asr_datasets import read_manifest
@@ -58,23 +62,24 @@ def fold(ws: Path, voice: str, valid: str, seed: int, overrides: list[str]) -> d
     t0 = time.perf_counter()
     seqpipe(ws, "run", *args, "--to", "train")
     train_s = time.perf_counter() - t0
-    utts = read_manifest(ws / "exp" / name / "prepare" / "test.tsv")
-    listing = ws / f"{name}.lst"
-    listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
-    hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing)).stdout.splitlines()
     norm = load_recipe(RECIPE, args[1:]).score.asr_normalization
-    res = score_asr([u.text for u in utts], hyps, normalization=norm)
     info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
     best = info["best"] if isinstance(info["best"], list) else [info["best"]]
-    return {
-        "valid_voice": valid,
-        # what settings may be chosen on: greedy WER on the validation voice (per member)
-        "valid_wer": [round(b, 2) for b in best],
-        "utterances": len(utts),
-        "wer": round(100 * res["wer"], 2),
-        "cer": round(100 * res["cer"], 2),
-        "train_minutes": round(train_s / 60, 1),
-    }
+    out: dict[str, object] = {"valid_voice": valid}
+    for split in ("valid",) if valid_only else ("valid", "test"):
+        utts = read_manifest(ws / "exp" / name / "prepare" / f"{split}.tsv")
+        listing = ws / f"{name}.{split}.lst"
+        listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
+        hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing)).stdout.splitlines()
+        res = score_asr([u.text for u in utts], hyps, normalization=norm)
+        prefix = "" if split == "test" else "valid_"
+        out[prefix + "utterances"] = len(utts)
+        out[prefix + "wer"] = round(100 * res["wer"], 2)
+        out[prefix + "cer"] = round(100 * res["cer"], 2)
+    # each member's greedy WER on the validation voice at its best checkpoint
+    out["valid_member_wer"] = [round(b, 2) for b in best]
+    out["train_minutes"] = round(train_s / 60, 1)
+    return out
 
 
 def main() -> None:
@@ -82,6 +87,11 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=REPO / "bench_out" / "loso")
     ap.add_argument("--voices", default=",".join(VOICES), help="the voices to hold out")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument(
+        "--valid-only",
+        action="store_true",
+        help="transcribe the validation voices only (exploring settings: no test WER read)",
+    )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
     os.environ.setdefault("SEQPIPE_MIRROR", str(REPO.parent / "shared" / "data"))
@@ -90,20 +100,23 @@ def main() -> None:
     folds = {}
     for voice in a.voices.split(","):
         valid = VOICES[(VOICES.index(voice) + 1) % len(VOICES)]
-        folds[voice] = fold(ws, voice, valid, a.seed, a.overrides)
+        folds[voice] = fold(ws, voice, valid, a.seed, a.overrides, a.valid_only)
         print(json.dumps({voice: folds[voice]}), file=sys.stderr, flush=True)
-    wers = [f["wer"] for f in folds.values()]
-    valid = [sum(f["valid_wer"]) / len(f["valid_wer"]) for f in folds.values()]
-    out = {
+    valid = [f["valid_wer"] for f in folds.values()]
+    out: dict[str, object] = {
         "recipe": "recipes/asr_small.yaml",
         "seed": a.seed,
         "overrides": a.overrides,
         "folds": folds,
-        "mean_valid_wer": round(sum(valid) / len(valid), 2),  # choose settings on this
-        "mean_wer": round(sum(wers) / len(wers), 2),
-        "worst_wer": max(wers),
-        "worst_voice": max(folds, key=lambda v: folds[v]["wer"]),
+        # choose settings on this: each fold's validation voice, transcribed as the test voice
+        "mean_valid_wer": round(sum(valid) / len(valid), 2),
+        "worst_valid_wer": max(valid),
     }
+    if not a.valid_only:
+        wers = [f["wer"] for f in folds.values()]
+        out["mean_wer"] = round(sum(wers) / len(wers), 2)
+        out["worst_wer"] = max(wers)
+        out["worst_voice"] = max(folds, key=lambda v: folds[v]["wer"])
     print(json.dumps(out, indent=2))
 
 
