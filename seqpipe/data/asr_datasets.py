@@ -335,16 +335,7 @@ def build_connected_digits(
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}; use train, valid, test")
     pools = _digit_pools(fsdd_root, num_utts, test_speakers, valid_speakers)
-    out_dir = Path(out_dir)
-    cache: dict[Path, np.ndarray] = {}
-
-    def wave_of(source: Path | np.ndarray) -> np.ndarray:
-        if isinstance(source, np.ndarray):
-            return source
-        if source not in cache:
-            cache[source] = read_audio(source, sample_rate)[0]
-        return cache[source]
-
+    pieces = _Pieces(sample_rate, pause_ms, noise_std, min_digits, max_digits)
     result: dict[str, Utterances] = {}
     extra = {"synthetic": (synthetic or {}, synthetic_utts)} if synthetic_utts > 0 else {}
     for split_index, split in enumerate(("train", "valid", "test", *extra)):
@@ -361,31 +352,53 @@ def build_connected_digits(
         if not by_speaker:
             raise ValueError(f"no recordings for split {split!r}")
         rng = np.random.default_rng([seed, split_index])
-        split_dir = out_dir / split
-        split_dir.mkdir(parents=True, exist_ok=True)
-        speakers = sorted(by_speaker)
-        utts = []
-        for i in range(n):
-            spk = speakers[int(rng.integers(len(speakers)))]
-            choices = by_speaker[spk]
-            count = int(rng.integers(min_digits, max_digits + 1))
-            picks = [choices[int(j)] for j in rng.integers(len(choices), size=count)]
-            pieces = []
-            for _, source in picks:
-                pieces.append(_pause(rng, pause_ms, noise_std, sample_rate))
-                pieces.append(wave_of(source))
-            pieces.append(_pause(rng, pause_ms, noise_std, sample_rate))
-            wave = np.concatenate(pieces)
-            utt_id = f"{spk}-{split}-{i:05d}"
-            path = split_dir / f"{utt_id}.wav"
-            write_audio(path, wave, sample_rate)
-            text = " ".join(DIGIT_WORDS[digit] for digit, _ in picks)
-            utts.append(Utterance(utt_id, str(path.resolve()), len(wave) / sample_rate, text, spk))
-        write_tsv(utts, out_dir / f"{split}.tsv")
+        utts = [pieces.utterance(rng, by_speaker, Path(out_dir) / split, i) for i in range(n)]
+        write_tsv(utts, Path(out_dir) / f"{split}.tsv")
         result[split] = Utterances(utts)
     if "synthetic" in result:
         result["train"] = Utterances([*result["train"], *result.pop("synthetic")])
     return result
+
+
+class _Pieces:
+    """Concatenates one speaker's digit recordings, with pauses, into utterances."""
+
+    def __init__(self, sr: int, pause_ms: tuple[int, int], noise_std: float, lo: int, hi: int):
+        self.sr, self.pause_ms, self.noise_std, self.lo, self.hi = sr, pause_ms, noise_std, lo, hi
+        self.cache: dict[Path, np.ndarray] = {}
+
+    def wave(self, source: Path | np.ndarray) -> np.ndarray:
+        """A recording's samples (T,): a file read once, or an array as it is."""
+        if isinstance(source, np.ndarray):
+            return source
+        if source not in self.cache:
+            self.cache[source] = read_audio(source, self.sr)[0]
+        return self.cache[source]
+
+    def utterance(
+        self,
+        rng: np.random.Generator,
+        by_speaker: dict[str, list[tuple[int, Path | np.ndarray]]],
+        split_dir: Path,
+        i: int,
+    ) -> Utterance:
+        """Draw a speaker and 2-7 of its ``(digit, recording)``; write ``<spk>-<split>-<i>.wav``."""
+        speakers = sorted(by_speaker)
+        spk = speakers[int(rng.integers(len(speakers)))]
+        choices = by_speaker[spk]
+        count = int(rng.integers(self.lo, self.hi + 1))
+        picks = [choices[int(j)] for j in rng.integers(len(choices), size=count)]
+        parts = []
+        for _, source in picks:
+            parts.append(_pause(rng, self.pause_ms, self.noise_std, self.sr))
+            parts.append(self.wave(source))
+        parts.append(_pause(rng, self.pause_ms, self.noise_std, self.sr))
+        wave = np.concatenate(parts)
+        split_dir.mkdir(parents=True, exist_ok=True)
+        path = split_dir / f"{spk}-{split_dir.name}-{i:05d}.wav"
+        write_audio(path, wave, self.sr)
+        text = " ".join(DIGIT_WORDS[digit] for digit, _ in picks)
+        return Utterance(path.stem, str(path.resolve()), len(wave) / self.sr, text, spk)
 
 
 def _digit_pools(
