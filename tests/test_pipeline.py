@@ -73,6 +73,13 @@ def test_prepare_tokenize_cache_and_rerun(small_mt, tmp_path: Path):
     assert new["prepare"] == keys["prepare"]
     assert all(new[s] != keys[s] for s in ("tokenize", "train", "decode", "score"))
     assert (prep / "manifest.json").stat().st_mtime_ns == mtimes[prep / "manifest.json"]
+    # back to the first settings, all cached: exp/<name>/recipe.yaml (what transcribe and
+    # translate read) is the recipe the links now point at, not the previous run's
+    (exp_recipe,) = (tmp_path / "exp").glob("*/recipe.yaml")
+    assert "vocab_size: 400" in exp_recipe.read_text()
+    cached = run_cli("run", str(recipe), "--to", "tokenize", cwd=tmp_path, check=True)
+    assert "2 stage(s) up to date" in cached.stderr
+    assert "vocab_size: 400" not in exp_recipe.read_text()
 
     # --force reruns just that stage; status reports done
     forced = run_cli(

@@ -310,9 +310,12 @@ class Pipeline:
         attach_log_file(self.exp_dir / "log.txt")
 
     def _link_exp(self, arts: dict[str, Artifact], write_log: bool = True) -> None:
-        if not self.exp_dir.exists():
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-            (self.exp_dir / "recipe.yaml").write_text(dump_recipe(self.recipe), encoding="utf-8")
+        # the recipe beside the links is always the one they were made with (a cached run
+        # with other decode settings must not leave the previous run's recipe for transcribe)
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        recipe_file, text = self.exp_dir / "recipe.yaml", dump_recipe(self.recipe)
+        if not recipe_file.is_file() or recipe_file.read_text(encoding="utf-8") != text:
+            recipe_file.write_text(text, encoding="utf-8")
         for name, art in arts.items():
             link = self.exp_dir / name
             target = os.path.relpath(art.path, self.exp_dir)
