@@ -511,3 +511,10 @@ def test_synthetic_voices_need_their_utterances(tmp_path: Path):
     assert other.returncode == 2 and "only for dataset fsdd_connected" in other.stderr
     typo = run_cli("config", small, "data.utterances.tets=5", cwd=tmp_path)
     assert typo.returncode == 2 and "unknown split(s) ['tets']" in typo.stderr
+
+
+def test_the_asr_recipe_schema_does_not_import_torch():
+    """Loading a recipe (seqpipe config, cache keys) stays torch-free, synthesis included."""
+    code = "import sys, seqpipe.asr.config; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

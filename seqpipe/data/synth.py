@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpipe.data.audio import resample
 from seqpipe.errors import InputError
 
 ACCENTS = (
@@ -169,6 +168,8 @@ def synthesize_digits(
 
 def _word(pcm: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
     """int16 samples (T,) at ``sr`` → trimmed float32 (T',) at ``sample_rate``, peak ``PEAK``."""
+    from seqpipe.data.audio import resample  # torch: not at import (recipes import this module)
+
     wave = resample(trim_silence(pcm.astype(np.float32), sr), sr, sample_rate)
     return (wave * (PEAK / max(float(np.abs(wave).max()), 1e-9))).astype(np.float32)
 
