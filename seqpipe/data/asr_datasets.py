@@ -352,7 +352,10 @@ def build_connected_digits(
         if not by_speaker:
             raise ValueError(f"no recordings for split {split!r}")
         rng = np.random.default_rng([seed, split_index])
-        utts = [pieces.utterance(rng, by_speaker, Path(out_dir) / split, i) for i in range(n)]
+        split_dir = Path(out_dir) / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        speakers = sorted(by_speaker)
+        utts = [pieces.utterance(rng, speakers, by_speaker, split_dir, i) for i in range(n)]
         write_tsv(utts, Path(out_dir) / f"{split}.tsv")
         result[split] = Utterances(utts)
     if "synthetic" in result:
@@ -378,12 +381,13 @@ class _Pieces:
     def utterance(
         self,
         rng: np.random.Generator,
+        speakers: list[str],
         by_speaker: dict[str, list[tuple[int, Path | np.ndarray]]],
         split_dir: Path,
         i: int,
     ) -> Utterance:
-        """Draw a speaker and 2-7 of its ``(digit, recording)``; write ``<spk>-<split>-<i>.wav``."""
-        speakers = sorted(by_speaker)
+        """Draw one of ``speakers`` (sorted) and 2-7 of its ``(digit, recording)``; write
+        ``split_dir/<spk>-<split>-<i>.wav`` (the folder exists)."""
         spk = speakers[int(rng.integers(len(speakers)))]
         choices = by_speaker[spk]
         count = int(rng.integers(self.lo, self.hi + 1))
@@ -394,7 +398,6 @@ class _Pieces:
             parts.append(self.wave(source))
         parts.append(_pause(rng, self.pause_ms, self.noise_std, self.sr))
         wave = np.concatenate(parts)
-        split_dir.mkdir(parents=True, exist_ok=True)
         path = split_dir / f"{spk}-{split_dir.name}-{i:05d}.wav"
         write_audio(path, wave, self.sr)
         text = " ".join(DIGIT_WORDS[digit] for digit, _ in picks)
