@@ -10,14 +10,16 @@ normalisation and adaptation as the recipe says); the transcripts are scored wit
 recipe's normalisation. Reports per voice the test WER and the validation voice's WER, their
 means and worsts, and each fold's training minutes. Settings are chosen on the validation
 voices' mean (``--valid-only`` reads no test voice: for exploring); the test WER is read once
-per recipe change. Decode-only overrides (``decode.*``) reuse the folds' trained models.
+per recipe change (``--test-only`` after a decode-only change chosen that way). Decode-only
+overrides (``decode.*``) reuse the folds' trained models.
 
 ``--all-voices`` runs the recipe as it ships instead: each fold trains on all four other voices
 (its validation split their takes 0-4, as in the recipe), so there is no validation voice and
 nothing is chosen on it; it gives the recipe's figure for a new voice with every voice it has.
 
 Usage: python bench/asr_loso.py [--workspace bench_out/loso] [--voices george,jackson]
-                                [--seed 1234] [--valid-only | --all-voices] [KEY=VALUE ...]
+                                [--seed 1234] [--valid-only | --test-only] [--all-voices]
+                                [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -46,12 +48,12 @@ def seqpipe(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def fold(
-    ws: Path, voice: str, valid: str | None, seed: int, overrides: list[str], valid_only: bool
+    ws: Path, voice: str, valid: str | None, seed: int, overrides: list[str], splits: list[str]
 ) -> dict[str, object]:
     """Train with ``voice`` held out (``valid`` validating; ``None``: all four other voices
     train and validate on their takes 0-4, as the recipe ships); transcribe the validation
-    voice's utterances (if any) and (unless ``valid_only``) the held-out voice's test
-    utterances."""
+    voice's utterances (split ``valid``, if there is one) and the held-out voice's test
+    utterances (``test``), those of ``splits``."""
     from seqpipe.asr.scoring import score_asr
     from seqpipe.core.recipe import load_recipe
     from seqpipe.data.asr_datasets import read_manifest
@@ -72,7 +74,7 @@ def fold(
     info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
     best = info["best"] if isinstance(info["best"], list) else [info["best"]]
     out: dict[str, object] = {"valid_voice": valid}
-    for split in (("valid",) if valid else ()) + (() if valid_only else ("test",)):
+    for split in [s for s in splits if s == "test" or valid]:
         utts = read_manifest(ws / "exp" / name / "prepare" / f"{split}.tsv")
         listing = ws / f"{name}.{split}.lst"
         listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
@@ -99,6 +101,11 @@ def main() -> None:
         help="transcribe the validation voices only (exploring settings: no test WER read)",
     )
     ap.add_argument(
+        "--test-only",
+        action="store_true",
+        help="transcribe the test voices only (a decode-only change chosen with --valid-only)",
+    )
+    ap.add_argument(
         "--all-voices",
         action="store_true",
         help="each fold trains on all four other voices, validating on their takes 0-4 as the "
@@ -106,13 +113,16 @@ def main() -> None:
     )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
+    if a.valid_only and a.test_only:
+        ap.error("--valid-only and --test-only: choose one")
+    splits = ["valid"] * (not a.test_only) + ["test"] * (not a.valid_only)
     os.environ.setdefault("SEQPIPE_MIRROR", str(REPO.parent / "shared" / "data"))
     ws = a.workspace.resolve()
     ws.mkdir(parents=True, exist_ok=True)
     folds = {}
     for voice in a.voices.split(","):
         valid = None if a.all_voices else VOICES[(VOICES.index(voice) + 1) % len(VOICES)]
-        folds[voice] = fold(ws, voice, valid, a.seed, a.overrides, a.valid_only)
+        folds[voice] = fold(ws, voice, valid, a.seed, a.overrides, splits)
         print(json.dumps({voice: folds[voice]}), file=sys.stderr, flush=True)
     out: dict[str, object] = {
         "recipe": "recipes/asr_small.yaml",
@@ -121,11 +131,13 @@ def main() -> None:
         "overrides": a.overrides,
         "folds": folds,
     }
-    if not a.all_voices:  # choose settings on this: each fold's validation voice, as a test voice
+    if (
+        "valid" in splits and not a.all_voices
+    ):  # choose settings on this: each fold's validation voice, as a test voice
         valid = [f["valid_wer"] for f in folds.values()]
         out["mean_valid_wer"] = round(sum(valid) / len(valid), 2)
         out["worst_valid_wer"] = max(valid)
-    if not a.valid_only:
+    if "test" in splits:
         wers = [f["wer"] for f in folds.values()]
         out["mean_wer"] = round(sum(wers) / len(wers), 2)
         out["worst_wer"] = max(wers)
