@@ -26,7 +26,7 @@ SMALL = REPO / "recipes" / "asr_small.yaml"
 # connected digits, tiny: 24 train utterances, a small model, two updates
 TINY_FSDD = [
     "data.utterances={train: 24, valid: 6, test: 6}",
-    "data.valid_speakers=[jackson]",  # a held-out valid speaker too (the recipe uses takes)
+    "data.valid_speakers=[jackson]",  # a held-out valid speaker (the recipe holds out yweweler)
     "features.speed_perturb=[1.0]",
     "model.hidden_size=32",
     "model.emb_size=32",
