@@ -13,9 +13,9 @@ voices' mean (``--valid-only`` reads no test voice: for exploring); the test WER
 per recipe change (``--test-only`` after a decode-only change chosen that way). Decode-only
 overrides (``decode.*``) reuse the folds' trained models.
 
-``--all-voices`` runs the recipe as it ships instead: each fold trains on all four other voices
-(its validation split their takes 0-4, as in the recipe), so there is no validation voice and
-nothing is chosen on it; it gives the recipe's figure for a new voice with every voice it has.
+``--all-voices``: each fold trains on all four other voices instead, its validation split their
+takes 0-4 (``data.valid_speakers=[]``): one voice more to learn from, but checkpoints chosen on
+voices already heard (the comparison behind the recipe's ``valid_speakers``; test voices only).
 
 Usage: python bench/asr_loso.py [--workspace bench_out/loso] [--voices george,jackson]
                                 [--seed 1234] [--valid-only | --test-only] [--all-voices]
@@ -51,9 +51,8 @@ def fold(
     ws: Path, voice: str, valid: str | None, seed: int, overrides: list[str], splits: list[str]
 ) -> dict[str, object]:
     """Train with ``voice`` held out (``valid`` validating; ``None``: all four other voices
-    train and validate on their takes 0-4, as the recipe ships); transcribe the validation
-    voice's utterances (split ``valid``, if there is one) and the held-out voice's test
-    utterances (``test``), those of ``splits``."""
+    train and validate on their takes 0-4); transcribe those of ``splits``: the validation
+    voice's utterances (``valid``, if there is one) and the held-out voice's (``test``)."""
     from seqpipe.asr.scoring import score_asr
     from seqpipe.core.recipe import load_recipe
     from seqpipe.data.asr_datasets import read_manifest
@@ -108,13 +107,13 @@ def main() -> None:
     ap.add_argument(
         "--all-voices",
         action="store_true",
-        help="each fold trains on all four other voices, validating on their takes 0-4 as the "
-        "recipe ships (its figure; no validation voice: settings are chosen without it)",
+        help="each fold trains on all four other voices, validating on their takes 0-4 "
+        "(no validation voice; test voices only)",
     )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
-    if a.valid_only and a.test_only:
-        ap.error("--valid-only and --test-only: choose one")
+    if a.valid_only and (a.test_only or a.all_voices):
+        ap.error("--valid-only: not with --test-only or --all-voices (no validation voice)")
     splits = ["valid"] * (not a.test_only) + ["test"] * (not a.valid_only)
     os.environ.setdefault("SEQPIPE_MIRROR", str(REPO.parent / "shared" / "data"))
     ws = a.workspace.resolve()
@@ -131,9 +130,8 @@ def main() -> None:
         "overrides": a.overrides,
         "folds": folds,
     }
-    if (
-        "valid" in splits and not a.all_voices
-    ):  # choose settings on this: each fold's validation voice, as a test voice
+    if "valid" in splits and not a.all_voices:
+        # choose settings on this: each fold's validation voice, transcribed as a test voice
         valid = [f["valid_wer"] for f in folds.values()]
         out["mean_valid_wer"] = round(sum(valid) / len(valid), 2)
         out["worst_valid_wer"] = max(valid)
