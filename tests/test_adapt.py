@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqpipe.asr.adapt import InputTransform, adapt_and_transcribe, train_transform
+from seqpipe.asr.adapt import InputTransform, adapt_and_transcribe, prior_loss, train_transform
 from seqpipe.asr.transcribe import transcribe
 from seqpipe.models.asr import build_asr_model, model_spec
 
@@ -168,3 +168,59 @@ def test_an_ensemble_adapts_on_the_utterances_its_members_agree_on():
         )
         member.input_transform = None
         assert out["losses"]["s"][k] == [alone]
+
+
+def test_prior_loss_is_the_kl_from_the_prior_to_the_tokens_share_of_the_posterior_mass():
+    # two utterances, 3 and 2 real frames, vocab: blank + 3 tokens
+    probs = torch.tensor(
+        [
+            [[0.5, 0.5, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]],
+            [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]],  # frame 3: padding
+        ]
+    )
+    log_probs, lengths = probs.clamp_min(1e-30).log(), torch.tensor([3, 2])
+    share = torch.tensor([0.5, 1.5, 1.0]) / 3.0  # tokens' mass 0.5, 1.5, 1.0: padding left out
+    prior = torch.tensor([0.0, 0.2, 0.5, 0.3])
+    want = float((prior[1:] * (prior[1:] / share).log()).sum())
+    assert float(prior_loss(log_probs, lengths, prior)) == pytest.approx(want, rel=1e-5)
+    assert float(prior_loss(log_probs, lengths, torch.cat([torch.zeros(1), share]))) == (
+        pytest.approx(0.0, abs=1e-6)
+    )
+    # tokens the prior never saw (a shorter prior: ids past its end) count only in the share
+    short = prior_loss(log_probs, lengths, torch.tensor([0.0, 0.4, 0.6]))
+    assert float(short) == pytest.approx(
+        0.4 * np.log(0.4 / float(share[0])) + 0.6 * np.log(0.6 / float(share[1]))
+    )
+
+
+def test_the_token_prior_term_pulls_the_speakers_tokens_towards_the_training_distribution():
+    """Pseudo-labels that all say one token (a voice whose every word the model mishears as
+    the same one), training transcripts with two other tokens: the prior term moves the
+    posterior mass off the pseudo-label towards them. (A tiny random model hears its input
+    faintly: the weight is large so that the term shows.)"""
+    from seqpipe.models.asr import pad_features
+
+    feats = _feats(24)
+    targets = [[5] for _ in feats]
+    counts = np.array([0, 0, 0, 30, 0, 0, 0, 0, 30])
+    prior = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    kl, share = {}, {}
+    for weight in (0.0, 1000.0):
+        model = _model(seed=4)
+        train_transform(
+            model, feats, targets, epochs=20, lr=0.05, seed=0, ctc_weight=0.5,
+            prior=prior, prior_weight=weight,
+        )  # fmt: skip
+        x, x_len = pad_features(feats, model.min_frames)
+        with torch.no_grad():
+            out = model(x, x_len)
+        kl[weight] = float(prior_loss(out.ctc_log_probs, out.enc.lengths, prior))
+        share[weight] = out.ctc_log_probs.exp().mean((0, 1))
+    assert kl[1000.0] < kl[0.0] - 0.05, kl
+    assert share[1000.0][5] < share[0.0][5] - 0.01 and share[1000.0][3] > share[0.0][3]
+    lengths = np.array([len(f) for f in feats])
+    with pytest.raises(ValueError, match="needs the training targets' token counts"):
+        adapt_and_transcribe(
+            _model(), lengths, lambda i: feats[i], ["a"] * len(feats), epochs=1, lr=0.01,
+            prior_weight=1.0,
+        )  # fmt: skip

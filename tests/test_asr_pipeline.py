@@ -339,7 +339,7 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     assert len((dec / "test.hyp").read_text().splitlines()) == 6
     info = json.loads((dec / "decode.json").read_text())
     assert info["adapt"] == {
-        "method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1, "targets": "agreed"
+        "method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1, "targets": "agreed", "prior": 0.0
     }  # fmt: skip
     split = info["splits"]["test"]
     assert split["speakers"] == 1 and split["seconds"] > split["first_pass_seconds"] > 0
@@ -355,6 +355,10 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     # adapting needs gradients: not with an int8 model, and not for MT
     bad = run_cli("config", str(SMALL), *args, "decode.quantize=int8", cwd=fsdd_ws)
     assert bad.returncode == 2 and "set decode.quantize: none" in bad.stderr
+    att = run_cli(
+        "config", str(SMALL), *args, "model.arch=attention", "decode.adapt_prior=1", cwd=fsdd_ws
+    )
+    assert att.returncode == 2 and "decode.adapt_prior: needs a CTC head" in att.stderr
     mt = run_cli("config", str(REPO / "recipes" / "mt_small.yaml"), "decode.adapt=lin", cwd=fsdd_ws)
     assert (
         mt.returncode == 2
@@ -454,9 +458,10 @@ def test_the_librispeech_recipe_runs_end_to_end_on_the_mirror_sample(tmp_path: P
 
 def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_path: Path):
     """asr_small's way of decoding (speaker CMN on eval splits, a 2-member ensemble adapted to
-    each speaker in two passes): `seqpipe transcribe` given the same files and speakers (a list
-    file's speaker column, --speaker, or utt2spk) writes what the decode stage wrote; without
-    speakers it still transcribes with the recipe's defaults (search auto, one pass)."""
+    each speaker in two passes with the token prior): `seqpipe transcribe` given the same files
+    and speakers (a list file's speaker column, --speaker, or utt2spk), from the experiment or
+    from its exported file, writes what the decode stage wrote; without speakers it still
+    transcribes with the recipe's defaults (search auto, one pass)."""
     from seqpipe.data.asr_datasets import read_manifest
 
     args = [
@@ -467,6 +472,7 @@ def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_pat
         "decode.adapt=lin",
         "decode.adapt_epochs=2",
         "decode.adapt_rounds=2",
+        "decode.adapt_prior=1.0",
         "data.utterances={train: 150, valid: 6, test: 12}",
         "train.max_steps=150",  # a model that says more than one thing
         "train.valid_every=150",
@@ -489,9 +495,15 @@ def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_pat
     paths.write_text("".join(f"{utts[i].path}\n" for i in ids))
     utt2spk = tmp_path / "utt2spk"
     utt2spk.write_text("".join(f"{Path(utts[i].path).stem} {utts[i].speaker}\n" for i in ids))
-    for extra in (["--speaker", "theo"], ["--utt2spk", str(utt2spk)]):
-        again = run_cli("transcribe", "exp/spk", str(paths), *extra, cwd=fsdd_ws)
-        assert again.stdout.splitlines() == hyp, (extra, again.stderr)
+    bundle = tmp_path / "spk.spt"
+    assert run_cli("export", "exp/spk", "-o", str(bundle), cwd=fsdd_ws).returncode == 0
+    for model, extra in (
+        ("exp/spk", ["--speaker", "theo"]),
+        ("exp/spk", ["--utt2spk", str(utt2spk)]),
+        (str(bundle), ["--speaker", "theo"]),  # the training token counts travel in the file
+    ):
+        again = run_cli("transcribe", model, str(paths), *extra, cwd=fsdd_ws)
+        assert again.stdout.splitlines() == hyp, (model, extra, again.stderr)
     plain = run_cli("transcribe", "exp/spk", str(paths), cwd=fsdd_ws)
     assert plain.returncode == 0 and len(plain.stdout.splitlines()) == len(ids), plain.stderr
     off = run_cli("transcribe", "exp/spk", str(listed), "--adapt", "none", cwd=fsdd_ws)

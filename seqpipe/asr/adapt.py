@@ -13,6 +13,15 @@ does the same for our neural models with a *linear input network* (Neto et al., 
    SpecAugment); updates take :data:`ADAPT_BATCH` utterances in a seeded random order;
 3. the speaker's utterances are decoded again through the transform.
 
+With ``adapt_prior`` > 0 (CTC heads) each update also pulls the speaker's token distribution
+towards the training transcripts': the transform's loss gains ``adapt_prior`` times the KL
+divergence from the training targets' token frequencies to the tokens' share of the CTC
+posterior mass over the batch's frames (blank left out) — class-balanced self-training (Zou et
+al., 2018; the diversity term of SHOT, Liang et al., 2020). Self-training alone reinforces an
+accent's systematic confusions (an unheard voice whose "two" the model hears as "three": its
+first pass says "three" twice as often as "two", and adapting to it makes that worse); the
+prior term makes the transform resolve them towards the distribution every training voice had.
+
 ``adapt_rounds`` > 1 repeats 2-3 with the newest transcripts, each round from the identity
 again (not from the last round's transform, so errors are not compounded). An ensemble's
 members (``train.members``) each get their own transform (trained side by side in threads, as
@@ -38,13 +47,33 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seqpipe.asr.task import asr_loss, make_asr_batch, trainable
+from seqpipe.asr.task import make_asr_batch, output_loss, trainable
 from seqpipe.asr.transcribe import transcribe
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble
 
 ADAPT_BATCH = 16  # utterances per update
 ADAPT_TARGETS = ("agreed", "all")
+
+
+def prior_loss(log_probs: Tensor, lengths: Tensor, prior: Tensor) -> Tensor:
+    """KL(prior || share): how far the tokens' share of the CTC posterior mass over a batch's
+    real frames (blank, id 0, left out) is from ``prior``.
+
+    :param log_probs: batch x frames x vocab (CTC log posteriors)
+    :param lengths: batch (real frames)
+    :param prior: the training targets' token frequencies (summing to 1; ids past its end 0)
+    """
+    vocab = log_probs.shape[-1]
+    q = torch.zeros(vocab, dtype=log_probs.dtype, device=log_probs.device)
+    q[: len(prior)] = prior[:vocab].to(q)
+    real = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :]
+    real = (real < lengths.to(log_probs.device)[:, None]).to(log_probs.dtype)
+    mass = (log_probs.exp() * real[..., None]).sum((0, 1))[1:]
+    share = (mass / mass.sum().clamp_min(1e-12)).clamp_min(1e-12)
+    q = q[1:]
+    seen = q > 0
+    return (q[seen] * (q[seen].log() - share[seen].log())).sum()
 
 
 class InputTransform(nn.Module):
@@ -77,13 +106,20 @@ def train_transform(
     seed: Any,
     ctc_weight: float,
     device: torch.device | str = "cpu",
+    prior: Tensor | None = None,
+    prior_weight: float = 0.0,
 ) -> tuple[InputTransform, list[float]]:
     """Train an :class:`InputTransform` in front of the frozen ``model`` (an :class:`ASRModel`)
     on ``feats`` (normalised, one speaker) with ``targets`` (token ids), and leave it set as
     ``model.input_transform``.
 
-    :return: the transform and the mean loss per target token of each epoch
+    :param prior, prior_weight: with a weight > 0, the loss per target token gains
+        ``prior_weight *`` :func:`prior_loss` (``prior``: the training token frequencies)
+    :return: the transform and the mean loss per target token of each epoch (the model's own
+        loss, without the prior term)
     """
+    if prior_weight > 0 and (prior is None or model.ctc_head is None):
+        raise ValueError("adapting with a token prior needs the prior and a CTC head")
     arch = model.arch
     tgts = [np.asarray(t, dtype=np.int64) for t in targets]
     usable = np.nonzero(trainable(model, arch, np.array([len(f) for f in feats]), tgts))[0]
@@ -112,11 +148,17 @@ def train_transform(
                         arch,
                         device,
                     )
-                    loss = asr_loss(model, batch, arch, ctc_weight, 0.0)
-                    if not torch.isfinite(loss):  # no update from a NaN/inf batch
+                    out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
+                    loss = output_loss(out, batch, arch, ctc_weight, 0.0)
+                    objective = loss / max(batch.n_targets, 1)
+                    if prior_weight > 0:
+                        assert prior is not None
+                        kl = prior_loss(out.ctc_log_probs, out.enc.lengths, prior)
+                        objective = objective + prior_weight * kl
+                    if not torch.isfinite(objective):  # no update from a NaN/inf batch
                         continue
                     opt.zero_grad(set_to_none=True)
-                    (loss / max(batch.n_targets, 1)).backward()
+                    objective.backward()
                     opt.step()
                     total += float(loss.detach())
                     n_tok += batch.n_targets
@@ -159,6 +201,8 @@ def adapt_and_transcribe(
     settings: DecodeSettings | None = None,
     device: torch.device | str = "cpu",
     log: Any = None,
+    prior_weight: float = 0.0,
+    token_counts: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """First pass, then ``rounds`` of per-speaker adaptation and decoding (module docstring).
 
@@ -168,6 +212,9 @@ def adapt_and_transcribe(
         hypothesis equals the ensemble's (a single model: all); ``all``: every utterance
     :param loss_ctc_weight: the training loss's CTC weight (arch ctc_attention)
     :param settings: how every pass decodes (default: CTC greedy)
+    :param prior_weight: the weight of the token prior term (module docstring; 0: none)
+    :param token_counts: vocab; how often each token id occurs in the training targets (the
+        prior; needed when ``prior_weight`` > 0)
     :return: ``nbest`` (final), ``first_pass`` (n-best lists), ``first_pass_seconds``,
         ``adapt_seconds`` (adaptation and the later passes), ``speakers`` (count),
         ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
@@ -175,6 +222,8 @@ def adapt_and_transcribe(
     """
     if targets not in ADAPT_TARGETS:
         raise ValueError(f"adapt targets {targets!r}; use one of {ADAPT_TARGETS}")
+    if prior_weight > 0 and (token_counts is None or not np.sum(token_counts)):
+        raise ValueError("decode.adapt_prior needs the training targets' token counts")
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(speakers) != len(lengths):
         raise ValueError(f"{len(speakers)} speaker ids for {len(lengths)} utterances")
@@ -184,7 +233,12 @@ def adapt_and_transcribe(
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
-    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device)
+    prior = None
+    if prior_weight > 0:
+        assert token_counts is not None
+        counts = np.asarray(token_counts, dtype=np.float64)
+        prior = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
     # each member's own hypotheses of the last pass (agreed: they choose the targets)
     agree = targets == "agreed" and len(run.members) > 1
     own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
@@ -232,9 +286,18 @@ class _Adaptation:
         seed: int,
         ctc_weight: float,
         device: torch.device | str,
+        prior: Tensor | None = None,
+        prior_weight: float = 0.0,
     ) -> None:
         self.model, self.settings, self.device = model, settings, device
-        self.train_kw = dict(epochs=epochs, lr=lr, ctc_weight=ctc_weight, device=device)
+        self.train_kw: dict[str, Any] = dict(
+            epochs=epochs,
+            lr=lr,
+            ctc_weight=ctc_weight,
+            device=device,
+            prior=prior,
+            prior_weight=prior_weight,
+        )
         self.members = model_members(model)
         cores = (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)
         self.workers = max(1, min(len(self.members), cores))
@@ -307,6 +370,7 @@ def adapt_as_configured(
     settings: DecodeSettings,
     device: torch.device | str,
     log: Any,
+    token_counts: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """:func:`adapt_and_transcribe` with a recipe's ``decode.adapt_*`` settings (``cfg``): the
     decode stage and ``transcribe`` with speakers both adapt through it."""
@@ -324,4 +388,6 @@ def adapt_as_configured(
         settings=settings,
         device=device,
         log=log,
+        prior_weight=cfg.adapt_prior,
+        token_counts=token_counts,
     )

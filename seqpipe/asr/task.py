@@ -203,6 +203,13 @@ def asr_loss(
     """Summed loss of a batch (see the module docstring), a scalar on the model's device (not
     read back: no host sync)."""
     out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
+    return output_loss(out, batch, arch, ctc_weight, label_smoothing)
+
+
+def output_loss(
+    out: Any, batch: ASRBatch, arch: str, ctc_weight: float, label_smoothing: float
+) -> torch.Tensor:
+    """:func:`asr_loss` of a model output already computed (an :class:`ASROutput`)."""
     total = None
     if out.att_logits is not None:
         att, _, _ = label_smoothed_nll(out.att_logits, batch.tgt_out, label_smoothing)

@@ -131,7 +131,8 @@ def feature_settings(feat_dir: Path) -> dict[str, Any]:
     """What decoding new audio needs of a features artifact: ``num_mel_bins``, ``sample_rate``,
     ``cmvn`` (mean, std or None), ``utterance_norm`` (:func:`read_normalization`) and
     ``speaker_cmn`` (``none`` | ``eval`` | ``all``: the speakers' means replace the
-    utterance normalisation when speakers are known)."""
+    utterance normalisation when speakers are known) and ``token_counts``
+    (:func:`token_counts`)."""
     stats = json.loads((Path(feat_dir) / "stats.json").read_text("utf-8"))
     cmvn, utterance = read_normalization(feat_dir)
     norm_file = Path(feat_dir) / "norm.json"
@@ -142,7 +143,18 @@ def feature_settings(feat_dir: Path) -> dict[str, Any]:
         "cmvn": cmvn,
         "utterance_norm": utterance,
         "speaker_cmn": str(norm.get("speaker_cmn") or "none"),
+        "token_counts": token_counts(feat_dir),
     }
+
+
+def token_counts(feat_dir: Path) -> np.ndarray | None:
+    """How often each target token id occurs in the training transcripts of a features
+    artifact (``train.tgt.ids.npy``; int64, one entry per id up to the largest seen), or
+    ``None`` when the artifact holds none (the prior of ``decode.adapt_prior``)."""
+    ids_file = Path(feat_dir) / "train.tgt.ids.npy"
+    if not ids_file.is_file():
+        return None
+    return np.bincount(np.load(ids_file, allow_pickle=False).astype(np.int64))
 
 
 def speaker_normalized(

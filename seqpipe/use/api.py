@@ -330,6 +330,8 @@ class Model:
                 )
             self.utterance_norm = str(feats.get("utterance_norm", "none"))
             self.speaker_cmn = str(feats.get("speaker_cmn", "none"))
+            if feats.get("token_counts") is not None:  # not in bundles before decode.adapt_prior
+                self.features["token_counts"] = feats["token_counts"].numpy()
         model.load_state_dict(b["state_dict"])
         self.model = model.to(self.device).eval()
 
@@ -548,6 +550,7 @@ class Model:
             settings=s,
             device=self.device,
             log=logging.getLogger("seqpipe"),
+            token_counts=self.features.get("token_counts"),
         )
         return out["nbest"]
 

@@ -11,7 +11,8 @@ str/int/float/bytes, so ``torch.load(path, weights_only=True)`` reads it::
      "tokenizer": {"type": "spm", "files": {"spm.model": uint8 tensor}}   # or src/tgt.model
                 | {"type": "char", "chars_json": <chars.json text>},
      "features": {"num_mel_bins", "sample_rate", "cmvn_mean", "cmvn_std",  # ASR only
-                  "utterance_norm": "none" | "mean" | "meanvar", "speaker_cmn"},
+                  "utterance_norm": "none" | "mean" | "meanvar", "speaker_cmn",
+                  "token_counts": int64 tensor | None},  # training target ids' counts
      "decode": {...},                           # the recipe's decode: section (defaults)
      "recipe": <the resolved recipe YAML> | None,
      "train": {...},                            # the train artifact's summary (steps, time)
@@ -118,6 +119,8 @@ def _features_entry(feat_dir: Path) -> dict[str, Any]:
     feats = feature_settings(feat_dir)
     cmvn = feats.pop("cmvn")
     feats["cmvn_mean"] = feats["cmvn_std"] = None
+    if feats["token_counts"] is not None:
+        feats["token_counts"] = torch.from_numpy(feats["token_counts"])
     if cmvn is not None:
         feats["cmvn_mean"] = torch.from_numpy(np.asarray(cmvn[0], dtype=np.float32))
         feats["cmvn_std"] = torch.from_numpy(np.asarray(cmvn[1], dtype=np.float32))

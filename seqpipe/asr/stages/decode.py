@@ -18,7 +18,7 @@ import torch
 
 from seqpipe.asr.adapt import adapt_as_configured
 from seqpipe.asr.features import FeatureStore
-from seqpipe.asr.transcribe import split_loader, transcribe
+from seqpipe.asr.transcribe import split_loader, token_counts, transcribe
 from seqpipe.common.checkpoint import load_for_decoding
 from seqpipe.common.settings import BEAM_SEARCHES, NBEST_SEARCHES, DecodeSettings
 from seqpipe.common.vocab import load_target_tokenizer
@@ -57,7 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if s.search == "joint":
         info["ctc_weight"] = s.ctc_weight
     if cfg.adapt != "none":
-        keys = ("epochs", "lr", "rounds", "targets")
+        keys = ("epochs", "lr", "rounds", "targets", "prior")
         info["adapt"] = {"method": cfg.adapt, **{k: getattr(cfg, f"adapt_{k}") for k in keys}}
     for split in cfg.splits:
         if not (feat_dir / "feats" / split).is_dir():
@@ -96,6 +96,7 @@ def _decode_split(
             settings=s,
             device=device,
             log=ctx.log,
+            token_counts=token_counts(feat_dir),
         )
         nb = adapted["nbest"]
         secs = adapted["first_pass_seconds"] + adapted["adapt_seconds"]
