@@ -224,3 +224,20 @@ def test_the_token_prior_term_pulls_the_speakers_tokens_towards_the_training_dis
             _model(), lengths, lambda i: feats[i], ["a"] * len(feats), epochs=1, lr=0.01,
             prior_weight=1.0,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["attention", "ctc_attention"])
+def test_the_token_prior_term_reaches_every_arch(arch: str):
+    """No CTC head: the prior term reads the attention decoder's target positions."""
+    feats = _feats(12)
+    targets = [[5] for _ in feats]
+    prior = torch.tensor([0, 0, 0, 0.5, 0, 0, 0, 0, 0.5])
+    weights = {}
+    for weight in (0.0, 1000.0):
+        transform, losses = train_transform(
+            _model(arch), feats, targets, epochs=3, lr=0.05, seed=0, ctc_weight=0.5,
+            prior=prior, prior_weight=weight,
+        )  # fmt: skip
+        assert all(np.isfinite(losses))
+        weights[weight] = transform.weight.detach()
+    assert not torch.allclose(weights[0.0], weights[1000.0])

@@ -13,10 +13,11 @@ does the same for our neural models with a *linear input network* (Neto et al., 
    SpecAugment); updates take :data:`ADAPT_BATCH` utterances in a seeded random order;
 3. the speaker's utterances are decoded again through the transform.
 
-With ``adapt_prior`` > 0 (CTC heads) each update also pulls the speaker's token distribution
-towards the training transcripts': the transform's loss gains ``adapt_prior`` times the KL
-divergence from the training targets' token frequencies to the tokens' share of the CTC
-posterior mass over the batch's frames (blank left out) — class-balanced self-training (Zou et
+With ``adapt_prior`` > 0 each update also pulls the speaker's token distribution towards the
+training transcripts': the transform's loss gains ``adapt_prior`` times the KL divergence from
+the training targets' token frequencies to the tokens' share of the posterior mass over the
+batch (CTC heads: over its frames, blank left out; arch attention: the decoder's over the
+target positions, EOS's left out) — class-balanced self-training (Zou et
 al., 2018; the diversity term of SHOT, Liang et al., 2020). Self-training alone reinforces an
 accent's systematic confusions (an unheard voice whose "two" the model hears as "three": its
 first pass says "three" twice as often as "two", and adapting to it makes that worse); the
@@ -57,11 +58,11 @@ ADAPT_TARGETS = ("agreed", "all")
 
 
 def prior_loss(log_probs: Tensor, lengths: Tensor, prior: Tensor) -> Tensor:
-    """KL(prior || share): how far the tokens' share of the CTC posterior mass over a batch's
-    real frames (blank, id 0, left out) is from ``prior``.
+    """KL(prior || share): how far the tokens' share of the posterior mass over a batch's
+    real positions (id 0, CTC's blank, left out) is from ``prior``.
 
-    :param log_probs: batch x frames x vocab (CTC log posteriors)
-    :param lengths: batch (real frames)
+    :param log_probs: batch x positions x vocab (CTC: frames; attention: target positions)
+    :param lengths: batch (real positions)
     :param prior: the training targets' token frequencies (summing to 1; ids past its end 0)
     """
     vocab = log_probs.shape[-1]
@@ -74,6 +75,14 @@ def prior_loss(log_probs: Tensor, lengths: Tensor, prior: Tensor) -> Tensor:
     q = q[1:]
     seen = q > 0
     return (q[seen] * (q[seen].log() - share[seen].log())).sum()
+
+
+def _output_prior_loss(out: Any, batch: Any, prior: Tensor) -> Tensor:
+    """:func:`prior_loss` of a model output: over the CTC head's frames, or without one over
+    the attention decoder's target positions (the EOS position left out)."""
+    if out.ctc_log_probs is not None:
+        return prior_loss(out.ctc_log_probs, out.enc.lengths, prior)
+    return prior_loss(out.att_logits.log_softmax(-1), batch.target_lengths, prior)
 
 
 class InputTransform(nn.Module):
@@ -118,8 +127,8 @@ def train_transform(
     :return: the transform and the mean loss per target token of each epoch (the model's own
         loss, without the prior term)
     """
-    if prior_weight > 0 and (prior is None or model.ctc_head is None):
-        raise ValueError("adapting with a token prior needs the prior and a CTC head")
+    if prior_weight > 0 and prior is None:
+        raise ValueError("adapting with a token prior needs the prior")
     arch = model.arch
     tgts = [np.asarray(t, dtype=np.int64) for t in targets]
     usable = np.nonzero(trainable(model, arch, np.array([len(f) for f in feats]), tgts))[0]
@@ -153,8 +162,7 @@ def train_transform(
                     objective = loss / max(batch.n_targets, 1)
                     if prior_weight > 0:
                         assert prior is not None
-                        kl = prior_loss(out.ctc_log_probs, out.enc.lengths, prior)
-                        objective = objective + prior_weight * kl
+                        objective = objective + prior_weight * _output_prior_loss(out, batch, prior)
                     if not torch.isfinite(objective):  # no update from a NaN/inf batch
                         continue
                     opt.zero_grad(set_to_none=True)

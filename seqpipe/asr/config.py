@@ -143,7 +143,7 @@ class ASRDecodeConfig(DecodeConfig):
     # lin with an ensemble (train.members): agreed = train only on the utterances where every
     # member's own hypothesis equals the ensemble's; all = every utterance (one model: all)
     adapt_targets: Literal["agreed", "all"] = newkey("agreed")
-    # lin, CTC heads: weight of the token prior term (0: none): each update also pulls the
+    # lin: weight of the token prior term (0: none): each update also pulls the
     # speaker's share of each token towards the training transcripts' (class-balanced
     # self-training: an accent's systematic confusions are not reinforced)
     adapt_prior: float = newkey(0.0, ge=0)
@@ -173,10 +173,6 @@ class ASRRecipe(Recipe):
     @model_validator(mode="after")
     def _decodable(self) -> ASRRecipe:
         check_recipe_decode(self)
-        if self.decode.adapt_prior > 0 and self.model.arch == "attention":
-            raise ValueError(
-                "decode.adapt_prior: needs a CTC head (model.arch ctc or ctc_attention)"
-            )
         return self
 
     def data_fingerprint(self) -> Any:
