@@ -17,11 +17,11 @@ With ``adapt_prior`` > 0 each update also pulls the speaker's token distribution
 training transcripts': the transform's loss gains ``adapt_prior`` times the KL divergence from
 the training targets' token frequencies to the tokens' share of the posterior mass over the
 batch (CTC heads: over its frames, blank left out; arch attention: the decoder's over the
-target positions, EOS's left out) — class-balanced self-training (Zou et
-al., 2018; the diversity term of SHOT, Liang et al., 2020). Self-training alone reinforces an
-accent's systematic confusions (an unheard voice whose "two" the model hears as "three": its
-first pass says "three" twice as often as "two", and adapting to it makes that worse); the
-prior term makes the transform resolve them towards the distribution every training voice had.
+target positions, EOS's left out) — class-balanced self-training (Zou et al., 2018; the
+diversity term of SHOT, Liang et al., 2020). Self-training alone reinforces an accent's
+systematic confusions (an unheard voice whose "two" the model hears as "three": its first pass
+says "three" twice as often as "two", and adapting to it makes that worse); the prior term
+makes the transform resolve them towards the distribution every training voice had.
 
 ``adapt_rounds`` > 1 repeats 2-3 with the newest transcripts, each round from the identity
 again (not from the last round's transform, so errors are not compounded). An ensemble's
@@ -230,8 +230,7 @@ def adapt_and_transcribe(
     """
     if targets not in ADAPT_TARGETS:
         raise ValueError(f"adapt targets {targets!r}; use one of {ADAPT_TARGETS}")
-    if prior_weight > 0 and (token_counts is None or not np.sum(token_counts)):
-        raise ValueError("decode.adapt_prior needs the training targets' token counts")
+    prior = _prior(prior_weight, token_counts)
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(speakers) != len(lengths):
         raise ValueError(f"{len(speakers)} speaker ids for {len(lengths)} utterances")
@@ -241,11 +240,6 @@ def adapt_and_transcribe(
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
-    prior = None
-    if prior_weight > 0:
-        assert token_counts is not None
-        counts = np.asarray(token_counts, dtype=np.float64)
-        prior = torch.tensor(counts / counts.sum(), dtype=torch.float32)
     run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
     # each member's own hypotheses of the last pass (agreed: they choose the targets)
     agree = targets == "agreed" and len(run.members) > 1
@@ -279,6 +273,16 @@ def adapt_and_transcribe(
         "trained": trained,
         "losses": losses,
     }
+
+
+def _prior(weight: float, token_counts: np.ndarray | None) -> Tensor | None:
+    """The training targets' token frequencies (vocab, summing to 1) when the prior term is on."""
+    if weight <= 0:
+        return None
+    if token_counts is None or not np.sum(token_counts):
+        raise ValueError("decode.adapt_prior needs the training targets' token counts")
+    counts = np.asarray(token_counts, dtype=np.float64)
+    return torch.tensor(counts / counts.sum(), dtype=torch.float32)
 
 
 class _Adaptation:
