@@ -48,6 +48,12 @@ class TensorBoardLog:
             for name in TRAIN_SCALARS:
                 self.writer.add_scalar(f"train/{name}", float(record[name]), step)
 
+    def flush(self) -> None:
+        """Put every event so far on disk (before a resume checkpoint: a kill after it must not
+        lose events up to its step, which a resumed run does not write again)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

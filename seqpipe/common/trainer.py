@@ -248,6 +248,7 @@ class Trainer:
         """Write the resume checkpoint, then drop best-k files it no longer lists (in this
         order, so a kill in between never leaves a checkpoint naming a missing file)."""
         if self.is_main:
+            self.tb.flush()  # events up to this step on disk before the checkpoint says so
             save_atomic(self._checkpoint(), self.out / CHECKPOINT)
             kept = {f"best-{step}.pt" for _, step in self.state.kept}
             for p in self.out.glob("best-*.pt"):
