@@ -96,7 +96,7 @@ def _decode_split(
             settings=s,
             device=device,
             log=ctx.log,
-            token_counts=token_counts(feat_dir),
+            token_counts=token_counts(feat_dir) if cfg.adapt_prior > 0 else None,
         )
         nb = adapted["nbest"]
         secs = adapted["first_pass_seconds"] + adapted["adapt_seconds"]
