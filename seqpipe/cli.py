@@ -521,10 +521,11 @@ def _interactive(m: Any, s: Any) -> None:
                 click.echo(f"{rank}\t{h.score:.4f}\t{h.text}")
 
 
-_USE_HELP = """MODEL: an experiment folder (exp/mt_small), a recipe (its artifacts are looked up in
-the workspace cache; --set KEY=VALUE for overrides), a train artifact or a file written by
-`seqpipe export`. INPUT: {what}; `-` or nothing reads stdin (an interactive prompt when stdin
-is a terminal). Output: one line per input, in input order."""
+_USE_HELP = """MODEL: an experiment folder (exp/mt_small; --set decode.KEY=VALUE overrides), a
+recipe (its artifacts are looked up in the workspace cache; --set KEY=VALUE for overrides), a
+train artifact or a file written by `seqpipe export`. INPUT: {what}; `-` or nothing reads
+stdin (an interactive prompt when stdin is a terminal). Output: one line per input, in input
+order."""
 
 
 @main.command()

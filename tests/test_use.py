@@ -95,6 +95,18 @@ def test_decode_file_equals_the_decode_stage(ws: Path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+def test_an_experiment_folder_takes_decode_overrides(ws: Path):
+    """``--set decode.*`` on an experiment folder changes how it decodes (not ignored): the same
+    output as the option it stands for."""
+    src = str(_exp(ws) / "prepare" / "test.src")
+    by_set = run_cli(
+        "decode", "exp/mt_small", src, "--set", "decode.beam_size=1", cwd=ws, check=True
+    )
+    by_option = run_cli("decode", "exp/mt_small", src, "--beam", "1", cwd=ws, check=True)
+    assert by_set.stdout == by_option.stdout
+    assert by_set.stdout.splitlines() != _stage_hyp(ws)  # beam 1 is not the run's beam 3
+
+
 def test_order_and_line_count_are_kept(ws: Path):
     src = _test_src(ws)
     hyp = _stage_hyp(ws)
@@ -210,6 +222,8 @@ def test_clear_errors(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         (["decode", "exp/mt_small", "x", "--nbest", "5", "--beam", "3"], "larger than the beam"),
         (["export", "exp/nothing", "-o", "m.spt"], "no such experiment folder"),
         (["leaderboard", "nowhere"], "nowhere: no such workspace"),
+        (["decode", "exp/mt_small", "x", "--set", "train.lr=1"], "decode.* overrides only"),
+        (["decode", "exp/mt_small", "x", "--set", "decode.beam_sise=2"], "did you mean beam_size"),
     ]
     for args, msg in cases:
         res = _cli_in_process(args, ws, monkeypatch)

@@ -8,7 +8,8 @@
 
 ``MODEL`` is one of
 
-- an experiment folder ``exp/<name>`` (its ``train`` link and ``recipe.yaml``),
+- an experiment folder ``exp/<name>`` (its ``train`` link and ``recipe.yaml``; ``decode.*``
+  overrides only),
 - a recipe file (its keys are computed and the artifacts looked up in the workspace cache;
   overrides as for ``seqpipe run``),
 - a train artifact ``cache/train/<key>``,
@@ -113,6 +114,23 @@ def _recipe_decode(recipe_file: Path) -> tuple[Any, str | None]:
     return _decode_config(raw.get("decode"), str(recipe_file), task), text
 
 
+def _experiment_decode(recipe_file: Path, overrides: Sequence[str]) -> tuple[Any, str]:
+    """An experiment's decode settings with ``decode.*`` overrides applied (its model is
+    trained: other keys cannot change it)."""
+    from seqpipe.core.recipe import dump_recipe, load_recipe
+
+    for o in overrides:
+        if not o.strip().startswith("decode."):
+            raise InputError(
+                f"override {o!r}: an experiment folder takes decode.* overrides only "
+                "(its model is trained); give the recipe to change others"
+            )
+    if not recipe_file.is_file():
+        raise InputError(f"{recipe_file}: not found (overrides need the experiment's recipe)")
+    recipe = load_recipe(recipe_file, list(overrides))
+    return recipe.decode, dump_recipe(recipe)
+
+
 def _from_train_dir(
     train_dir: Path, description: str, decode_cfg: Any = None, recipe_text: str | None = None
 ) -> ModelSource:
@@ -152,7 +170,10 @@ def resolve_model(
                     f"{model}: no trained model here (no finished train/ link); "
                     f"run `seqpipe run {p / 'recipe.yaml'} --to train` first"
                 )
-            cfg, text = _recipe_decode(p / "recipe.yaml")
+            if overrides:
+                cfg, text = _experiment_decode(p / "recipe.yaml", overrides)
+            else:
+                cfg, text = _recipe_decode(p / "recipe.yaml")
             return _from_train_dir(train, str(model), cfg, text)
         raise InputError(
             f"{model}: not an experiment folder (no train/ link or recipe.yaml) "
