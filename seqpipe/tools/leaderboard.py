@@ -10,7 +10,7 @@ A row (the JSON/CSV fields)::
 
     run, task, test_set, dataset, model, arch, cell, emb_size, hidden_size, enc_layers,
     dec_layers, attention, params, bleu, bleu_signature, chrf, chrf_signature, wer, cer,
-    normalization, sentences, search, beam, alpha, adapt (decode.adapt, e.g. "+lin x2"),
+    normalization, sentences, search, beam, alpha, adapt (decode.adapt, e.g. "+lin x2 prior 1"),
     checkpoint, steps, train_seconds,
     decode_speed (sentences/s for MT, real-time factor for ASR), date, commit,
     score_key, decode_key, train_key
@@ -301,11 +301,15 @@ def _fmt_cell(v: Any) -> str:
 
 
 def _fmt_adapt(adapt: dict[str, Any] | None) -> str | None:
-    """decode.adapt as '+lin' (one round) or '+lin x2'."""
+    """decode.adapt as '+lin' (one round), '+lin x2', with a token prior '+lin x2 prior 1'."""
     if not adapt:
         return None
-    rounds = adapt.get("rounds", 1)
-    return f"+{adapt.get('method')}" + (f" x{rounds}" if rounds > 1 else "")
+    rounds, prior = adapt.get("rounds", 1), adapt.get("prior", 0)
+    return (
+        f"+{adapt.get('method')}"
+        + (f" x{rounds}" if rounds > 1 else "")
+        + (f" prior {prior:g}" if prior else "")
+    )
 
 
 def _fmt_search(r: dict[str, Any]) -> str:
