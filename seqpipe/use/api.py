@@ -118,9 +118,10 @@ def _experiment_decode(recipe_file: Path, overrides: Sequence[str]) -> tuple[Any
     """An experiment's decode settings with ``decode.*`` overrides applied (its model is
     trained: other keys cannot change it)."""
     from seqpipe.core.recipe import dump_recipe, load_recipe
+    from seqpipe.core.schema import parse_override
 
     for o in overrides:
-        if not o.strip().startswith("decode."):
+        if parse_override(o)[0][0] != "decode":
             raise InputError(
                 f"override {o!r}: an experiment folder takes decode.* overrides only "
                 "(its model is trained); give the recipe to change others"
