@@ -67,13 +67,15 @@ def test_concurrent_runs_share_what_they_have_in_common(tmp_path: Path):
 def test_a_killed_concurrent_run_leaves_the_other_alone_and_resumes(tmp_path: Path):
     run_cli("run", RECIPE, *TINY_MT, "--to", "tokenize", cwd=tmp_path, check=True)
     long = [*TINY_MT, "train.max_steps=400", "train.valid_every=10"]
+    plan = run_cli("status", RECIPE, *long, "train.lr=1e-3", "name=victim", cwd=tmp_path)
+    key = plan.stdout.splitlines()[3].split()[1]  # the victim's train key (not the other's)
+    part = tmp_path / "cache" / "train" / f"{key}.partial"
     victim = _popen(tmp_path, "run", RECIPE, *long, "train.lr=1e-3", "name=victim", "--wait")
     other = _popen(tmp_path, "run", RECIPE, *SHORT, "train.lr=2e-3", "name=other", "--wait")
     deadline = time.time() + 300
-    ckpts: list[Path] = []
-    while time.time() < deadline and victim.poll() is None and not ckpts:
-        ckpts = list((tmp_path / "cache" / "train").glob("*.partial/checkpoint.pt"))
-        ckpts = [c for c in ckpts if (c.parent / "metrics.jsonl").is_file()]
+    while time.time() < deadline and victim.poll() is None:
+        if (part / "checkpoint.pt").is_file() and (part / "metrics.jsonl").is_file():
+            break
         time.sleep(0.05)
     time.sleep(0.5)
     assert victim.poll() is None, "the run ended before it could be killed"
