@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from seqpipe.core.pipeline import Pipeline
+from seqpipe.core.recipe import load_recipe
+
 from .conftest import MIRROR, REPO, TINY_MT, run_cli
 
 pytest.importorskip("ray")
@@ -67,9 +70,9 @@ def test_concurrent_runs_share_what_they_have_in_common(tmp_path: Path):
 def test_a_killed_concurrent_run_leaves_the_other_alone_and_resumes(tmp_path: Path):
     run_cli("run", RECIPE, *TINY_MT, "--to", "tokenize", cwd=tmp_path, check=True)
     long = [*TINY_MT, "train.max_steps=400", "train.valid_every=10"]
-    plan = run_cli("status", RECIPE, *long, "train.lr=1e-3", "name=victim", cwd=tmp_path)
-    key = plan.stdout.splitlines()[3].split()[1]  # the victim's train key (not the other's)
-    part = tmp_path / "cache" / "train" / f"{key}.partial"
+    # the victim's own train folder (not the other run's): keys and paths from the pipeline
+    pipe = Pipeline(load_recipe(RECIPE, [*long, "train.lr=1e-3", "name=victim"]), tmp_path)
+    part = pipe.store.partial_dir("train", pipe.keys()["train"])
     victim = _popen(tmp_path, "run", RECIPE, *long, "train.lr=1e-3", "name=victim", "--wait")
     other = _popen(tmp_path, "run", RECIPE, *SHORT, "train.lr=2e-3", "name=other", "--wait")
     deadline = time.time() + 300
