@@ -69,11 +69,12 @@ def test_concurrent_runs_share_what_they_have_in_common(tmp_path: Path):
 
 def test_a_killed_concurrent_run_leaves_the_other_alone_and_resumes(tmp_path: Path):
     run_cli("run", RECIPE, *TINY_MT, "--to", "tokenize", cwd=tmp_path, check=True)
-    long = [*TINY_MT, "train.max_steps=400", "train.valid_every=10"]
+    victim_args = [*TINY_MT, "train.max_steps=400", "train.valid_every=10"]
+    victim_args += ["train.lr=1e-3", "name=victim"]
     # the victim's own train folder (not the other run's): keys and paths from the pipeline
-    pipe = Pipeline(load_recipe(RECIPE, [*long, "train.lr=1e-3", "name=victim"]), tmp_path)
+    pipe = Pipeline(load_recipe(RECIPE, victim_args), tmp_path)
     part = pipe.store.partial_dir("train", pipe.keys()["train"])
-    victim = _popen(tmp_path, "run", RECIPE, *long, "train.lr=1e-3", "name=victim", "--wait")
+    victim = _popen(tmp_path, "run", RECIPE, *victim_args, "--wait")
     other = _popen(tmp_path, "run", RECIPE, *SHORT, "train.lr=2e-3", "name=other", "--wait")
     deadline = time.time() + 300
     while time.time() < deadline and victim.poll() is None:
@@ -86,14 +87,14 @@ def test_a_killed_concurrent_run_leaves_the_other_alone_and_resumes(tmp_path: Pa
     victim.wait()
     assert other.wait(timeout=600) == 0, other.communicate()[1]
     assert (tmp_path / "exp" / "other" / "score" / "manifest.json").is_file()
-    status = run_cli("status", RECIPE, *long, "train.lr=1e-3", "name=victim", cwd=tmp_path)
+    status = run_cli("status", RECIPE, *victim_args, cwd=tmp_path)
     assert [ln.split()[2] for ln in status.stdout.splitlines()[1:5]] == [
         "done",
         "done",
         "partial",
         "missing",
     ], status.stdout
-    again = run_cli("run", RECIPE, *long, "train.lr=1e-3", "name=victim", cwd=tmp_path)
+    again = run_cli("run", RECIPE, *victim_args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "train    resuming at step" in again.stderr, again.stderr
 
