@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from seqpipe.asr.task import make_asr_batch, output_loss, trainable
 from seqpipe.asr.transcribe import transcribe
+from seqpipe.asr.views import transcribe_views
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble
 
@@ -211,6 +212,7 @@ def adapt_and_transcribe(
     log: Any = None,
     prior_weight: float = 0.0,
     token_counts: np.ndarray | None = None,
+    views: Sequence[Callable[[int], np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """First pass, then ``rounds`` of per-speaker adaptation and decoding (module docstring).
 
@@ -223,6 +225,7 @@ def adapt_and_transcribe(
     :param prior_weight: the weight of the token prior term (module docstring; 0: none)
     :param token_counts: vocab; how often each token id occurs in the training targets (the
         prior; needed when ``prior_weight`` > 0)
+    :param views: the first pass's warped views of each utterance (:func:`first_pass`)
     :return: ``nbest`` (final), ``first_pass`` (n-best lists), ``first_pass_seconds``,
         ``adapt_seconds`` (adaptation and the later passes), ``speakers`` (count),
         ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
@@ -235,44 +238,95 @@ def adapt_and_transcribe(
     if len(speakers) != len(lengths):
         raise ValueError(f"{len(speakers)} speaker ids for {len(lengths)} utterances")
     s = settings or DecodeSettings(search="ctc_greedy")
-    first, first_secs = transcribe(model, lengths, load, s, device=device)
+    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
+    # each member's own hypotheses of the last pass (agreed: they choose the targets)
+    agree = targets == "agreed" and len(run.members) > 1
+    first, own, first_secs = first_pass(
+        model, lengths, load, s, device, views, run.members if agree else []
+    )
     t0 = time.perf_counter()
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
-    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
-    # each member's own hypotheses of the last pass (agreed: they choose the targets)
-    agree = targets == "agreed" and len(run.members) > 1
-    own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
-    losses: dict[str, list[list[list[float]]]] = {k: [[] for _ in run.members] for k in groups}
-    trained: dict[str, list[int]] = {k: [] for k in groups}
+    book = _Book(groups, len(run.members), rounds, log)
     current = first
     for rnd in range(rounds):
-        nxt: list[Any] = [None] * len(lengths)
-        own_next: list[list[Any]] = [[None] * len(lengths) for _ in own]
-        for g, (spk, idx) in enumerate(groups.items()):
-            feats = [load(i) for i in idx]
-            tgts = [_target(current[i], [o[i] for o in own]) for i in idx]
-            trained[spk].append(sum(1 for t in tgts if t))
-            nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [seed, rnd, g], len(own))
-            for k, ep_losses in enumerate(fitted):
-                losses[spk][k].append(ep_losses)
-            for j, i in enumerate(idx):
-                nxt[i] = nb[j]
-                for k in range(len(own)):
-                    own_next[k][i] = mine[k][j]
-            if log is not None:
-                _log_speaker(log, spk, len(idx), trained[spk][-1], rnd, rounds, losses[spk])
-        current, own = nxt, own_next
+        current, own = _adapt_round(run, groups, load, lengths, (current, own), [seed, rnd], book)
     return {
         "nbest": current,
         "first_pass": first,
         "first_pass_seconds": first_secs,
         "adapt_seconds": time.perf_counter() - t0,
         "speakers": len(groups),
-        "trained": trained,
-        "losses": losses,
+        "trained": book.trained,
+        "losses": book.losses,
     }
+
+
+class _Book:
+    """What the rounds did per speaker: utterances trained on and each member's epoch losses
+    per round (logged as they come when ``log`` is given)."""
+
+    def __init__(self, groups: dict[str, list[int]], members: int, rounds: int, log: Any) -> None:
+        self.trained: dict[str, list[int]] = {k: [] for k in groups}
+        self.losses: dict[str, list[list[list[float]]]] = {
+            k: [[] for _ in range(members)] for k in groups
+        }
+        self.rounds, self.log = rounds, log
+
+    def add(self, spk: str, n: int, trained: int, fitted: list[list[float]], rnd: int) -> None:
+        self.trained[spk].append(trained)
+        for k, ep_losses in enumerate(fitted):
+            self.losses[spk][k].append(ep_losses)
+        if self.log is not None:
+            _log_speaker(self.log, spk, n, trained, rnd, self.rounds, self.losses[spk])
+
+
+def _adapt_round(
+    run: _Adaptation,
+    groups: dict[str, list[int]],
+    load: Callable[[int], np.ndarray],
+    lengths: np.ndarray,
+    last: tuple[list[Any], list[list[Any]]],
+    seed: list[int],
+    book: _Book,
+) -> tuple[list[Any], list[list[Any]]]:
+    """One round: per speaker, targets from the ``last`` pass (the model's n-best lists, its
+    members' own), the transforms trained on them and the speaker decoded again through them.
+    :param seed: ``[seed, round]``; :return: this round's pass, as ``last``"""
+    current, own = last
+    nxt: list[Any] = [None] * len(lengths)
+    own_next: list[list[Any]] = [[None] * len(lengths) for _ in own]
+    for g, (spk, idx) in enumerate(groups.items()):
+        tgts = [_target(current[i], [o[i] for o in own]) for i in idx]
+        feats = [load(i) for i in idx]
+        nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [*seed, g], len(own))
+        book.add(spk, len(idx), sum(1 for t in tgts if t), fitted, seed[1])
+        for j, i in enumerate(idx):
+            nxt[i] = nb[j]
+            for k in range(len(own)):
+                own_next[k][i] = mine[k][j]
+    return nxt, own_next
+
+
+def first_pass(
+    model: nn.Module,
+    lengths: np.ndarray,
+    load: Callable[[int], np.ndarray],
+    settings: DecodeSettings,
+    device: torch.device | str,
+    views: Sequence[Callable[[int], np.ndarray]] | None = None,
+    members: Sequence[nn.Module] = (),
+) -> tuple[list[Any], list[list[Any]], float]:
+    """The model's n-best lists before adaptation, those of ``members`` alone (their own
+    hypotheses) and the seconds it took; over the warped ``views`` of each utterance when
+    given (``decode.warps``: :func:`seqpipe.asr.views.transcribe_views`), else over ``load``."""
+    if views:
+        nb, own, secs = transcribe_views(model, lengths, views, settings, device=device)
+        return nb, own if members else [], secs
+    nb, secs = transcribe(model, lengths, load, settings, device=device)
+    own = [transcribe(m, lengths, load, settings, device=device)[0] for m in members]
+    return nb, own, secs
 
 
 def _prior(weight: float, token_counts: np.ndarray | None) -> Tensor | None:
@@ -383,9 +437,11 @@ def adapt_as_configured(
     device: torch.device | str,
     log: Any,
     token_counts: np.ndarray | None = None,
+    views: Sequence[Callable[[int], np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """:func:`adapt_and_transcribe` with a recipe's ``decode.adapt_*`` settings (``cfg``): the
-    decode stage and ``transcribe`` with speakers both adapt through it."""
+    decode stage and ``transcribe`` with speakers both adapt through it (``views``: the first
+    pass's, ``decode.warps``)."""
     return adapt_and_transcribe(
         model,
         lengths,
@@ -402,4 +458,5 @@ def adapt_as_configured(
         log=log,
         prior_weight=cfg.adapt_prior,
         token_counts=token_counts,
+        views=views,
     )
