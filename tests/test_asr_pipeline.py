@@ -131,15 +131,6 @@ def test_decode_search_must_fit_the_arch(fsdd_ws: Path):
     )
     assert proc.returncode == 2
     assert "decode.search: joint needs model.arch ctc_attention" in proc.stderr
-    # the warped first pass rescores with CTC: not for an attention search; warps are factors
-    att = ["model.arch=attention", "decode.warps=[0.95,1.0]"]
-    proc = run_cli("config", str(SMALL), *att, cwd=fsdd_ws)
-    assert proc.returncode == 2 and "decode.warps: the warped first pass needs a CTC search" in (
-        proc.stderr
-    )
-    for bad in ("[1.0,1.0]", "[2.0]", "[]"):
-        proc = run_cli("config", str(SMALL), f"decode.warps={bad}", cwd=fsdd_ws)
-        assert proc.returncode == 2 and "decode.warps" in proc.stderr, (bad, proc.stderr)
 
 
 def test_api_resolves_the_recipes_auto_search(fsdd_ws: Path, tmp_path: Path):
@@ -463,12 +454,11 @@ def test_the_librispeech_recipe_runs_end_to_end_on_the_mirror_sample(tmp_path: P
 
 
 def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_path: Path):
-    """asr_small's way of decoding (speaker CMN on eval splits, a 2-member ensemble whose first
-    pass sees three warps, adapted to each speaker in two passes with the token prior):
-    `seqpipe transcribe` given the same files and speakers (a list file's speaker column,
-    --speaker, or utt2spk), from the experiment or from its exported file, writes what the
-    decode stage wrote; without speakers it still transcribes with the recipe's defaults
-    (search auto, one pass)."""
+    """asr_small's way of decoding (speaker CMN on eval splits, a 2-member ensemble adapted to
+    each speaker in two passes with the token prior): `seqpipe transcribe` given the same files
+    and speakers (a list file's speaker column, --speaker, or utt2spk), from the experiment or
+    from its exported file, writes what the decode stage wrote; without speakers it still
+    transcribes with the recipe's defaults (search auto, one pass)."""
     from seqpipe.data.asr_datasets import read_manifest
 
     args = [
@@ -480,7 +470,6 @@ def test_transcribe_with_speakers_equals_the_decode_stage(fsdd_ws: Path, tmp_pat
         "decode.adapt_epochs=2",
         "decode.adapt_rounds=2",
         "decode.adapt_prior=1.0",
-        "decode.warps=[0.95,1.0,1.05]",  # the first pass over three warps of the filterbank
         "data.utterances={train: 150, valid: 6, test: 12}",
         "train.max_steps=150",  # a model that says more than one thing
         "train.valid_every=150",

@@ -50,7 +50,6 @@ from torch import Tensor, nn
 
 from seqpipe.asr.task import make_asr_batch, output_loss, trainable
 from seqpipe.asr.transcribe import transcribe
-from seqpipe.asr.views import transcribe_views
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble
 
@@ -212,7 +211,6 @@ def adapt_and_transcribe(
     log: Any = None,
     prior_weight: float = 0.0,
     token_counts: np.ndarray | None = None,
-    views: Sequence[Callable[[int], np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """First pass, then ``rounds`` of per-speaker adaptation and decoding (module docstring).
 
@@ -225,7 +223,6 @@ def adapt_and_transcribe(
     :param prior_weight: the weight of the token prior term (module docstring; 0: none)
     :param token_counts: vocab; how often each token id occurs in the training targets (the
         prior; needed when ``prior_weight`` > 0)
-    :param views: the first pass's warped views of each utterance (:func:`first_pass`)
     :return: ``nbest`` (final), ``first_pass`` (n-best lists), ``first_pass_seconds``,
         ``adapt_seconds`` (adaptation and the later passes), ``speakers`` (count),
         ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
@@ -242,7 +239,7 @@ def adapt_and_transcribe(
     # each member's own hypotheses of the last pass (agreed: they choose the targets)
     agree = targets == "agreed" and len(run.members) > 1
     first, own, first_secs = first_pass(
-        model, lengths, load, s, device, views, run.members if agree else []
+        model, lengths, load, s, device, run.members if agree else []
     )
     t0 = time.perf_counter()
     groups: dict[str, list[int]] = {}
@@ -315,15 +312,10 @@ def first_pass(
     load: Callable[[int], np.ndarray],
     settings: DecodeSettings,
     device: torch.device | str,
-    views: Sequence[Callable[[int], np.ndarray]] | None = None,
     members: Sequence[nn.Module] = (),
 ) -> tuple[list[Any], list[list[Any]], float]:
     """The model's n-best lists before adaptation, those of ``members`` alone (their own
-    hypotheses) and the seconds it took; over the warped ``views`` of each utterance when
-    given (``decode.warps``: :func:`seqpipe.asr.views.transcribe_views`), else over ``load``."""
-    if views:
-        nb, own, secs = transcribe_views(model, lengths, views, settings, device=device)
-        return nb, own if members else [], secs
+    hypotheses) and the seconds the model's pass took."""
     nb, secs = transcribe(model, lengths, load, settings, device=device)
     own = [transcribe(m, lengths, load, settings, device=device)[0] for m in members]
     return nb, own, secs
@@ -437,11 +429,9 @@ def adapt_as_configured(
     device: torch.device | str,
     log: Any,
     token_counts: np.ndarray | None = None,
-    views: Sequence[Callable[[int], np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """:func:`adapt_and_transcribe` with a recipe's ``decode.adapt_*`` settings (``cfg``): the
-    decode stage and ``transcribe`` with speakers both adapt through it (``views``: the first
-    pass's, ``decode.warps``)."""
+    decode stage and ``transcribe`` with speakers both adapt through it."""
     return adapt_and_transcribe(
         model,
         lengths,
@@ -458,5 +448,4 @@ def adapt_as_configured(
         log=log,
         prior_weight=cfg.adapt_prior,
         token_counts=token_counts,
-        views=views,
     )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from seqpipe.common.settings import SEARCHES, DecodeSettings, check_recipe_decode
+from seqpipe.common.settings import SEARCHES, check_recipe_decode
 from seqpipe.core.recipe import (
     DataConfig,
     DecodeConfig,
@@ -147,20 +147,11 @@ class ASRDecodeConfig(DecodeConfig):
     # speaker's share of each token towards the training transcripts' (class-balanced
     # self-training: an accent's systematic confusions are not reinforced)
     adapt_prior: float = newkey(0.0, ge=0)
-    # the first pass decodes each utterance's features at these VTLN warps of the filterbank,
-    # every (member, warp) proposing a hypothesis, the summed CTC log-likelihood choosing (CTC
-    # searches; seqpipe.asr.views)
-    warps: list[float] = newkey([1.0])
 
     @model_validator(mode="after")
     def _adapt_needs_gradients(self) -> ASRDecodeConfig:
         if self.adapt != "none" and self.quantize != "none":
             raise ValueError("decode.adapt: adapting needs gradients; set decode.quantize: none")
-        bad = [w for w in self.warps if not 0.7 <= w <= 1.3]
-        if not self.warps or bad or len(set(self.warps)) < len(self.warps):
-            raise ValueError(
-                f"decode.warps: {self.warps}: distinct warp factors in [0.7, 1.3], e.g. [1.0]"
-            )
         return self
 
 
@@ -182,14 +173,6 @@ class ASRRecipe(Recipe):
     @model_validator(mode="after")
     def _decodable(self) -> ASRRecipe:
         check_recipe_decode(self)
-        if self.decode.warps != [1.0]:
-            search = DecodeSettings.from_config(self.decode).resolve("asr", self.model.arch).search
-            if search not in ("ctc_greedy", "ctc_beam"):
-                raise ValueError(
-                    f"decode.warps: the warped first pass needs a CTC search (ctc_greedy, "
-                    f"ctc_beam); decode.search resolves to {search} for model.arch "
-                    f"{self.model.arch}"
-                )
         return self
 
     def data_fingerprint(self) -> Any:
@@ -203,9 +186,7 @@ class ASRRecipe(Recipe):
         # scores with score's normalisation; adapting to each speaker (decode.adapt) reads the
         # speakers from the prepare manifest
         valid = ("decode.max_len_a", "decode.max_len_b", "score.asr_normalization")
-        # (and the warped first pass, decode.warps, their audio)
-        reads = self.decode.adapt != "none" or self.decode.warps != [1.0]
-        speakers = ("prepare",) if reads else ()
+        speakers = ("prepare",) if self.decode.adapt != "none" else ()
         return [
             StageSpec(
                 "features",

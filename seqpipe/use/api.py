@@ -525,36 +525,31 @@ class Model:
         is normalised per speaker and adapted as the decode stage does a split."""
         import numpy as np
 
-        from seqpipe.asr.features import load_wave
-        from seqpipe.asr.transcribe import transcribe
-        from seqpipe.asr.views import transcribe_views, warp_views, warped_features
+        from seqpipe.asr.features import fbank, load_wave
+        from seqpipe.asr.transcribe import speaker_normalized, transcribe
 
+        sr, bins = self.features["sample_rate"], self.features["num_mel_bins"]
         rows = [item.strip().split("\t") for item in items]
         keep = [i for i, r in enumerate(rows) if r[0]]
-        if not keep:
-            return [[Hypothesis("", 0.0)] for _ in items]
-        waves = [load_wave(rows[i][0], self.features["sample_rate"]) for i in keep]
         speakers = [rows[i][1] if len(rows[i]) > 1 else "" for i in keep]
+        raw = [  # float16 values, as stored by the features stage
+            fbank(load_wave(rows[i][0], sr), sr, bins).numpy().astype(np.float16).astype(np.float32)
+            for i in keep
+        ]
+        if not raw:
+            return [[Hypothesis("", 0.0)] for _ in items]
         known = any(speakers)
-        norm = {  # as the decode stage normalises a split (speaker means when speakers are known)
-            **self.features,
-            "cmvn": self.cmvn,
-            "utterance_norm": self.utterance_norm,
-            "speaker_cmn": self.speaker_cmn if known else "none",
-        }
-        feats = warped_features(waves, speakers, norm, 1.0)
+        spk_cmn = self.speaker_cmn if known else "none"
+        feats = speaker_normalized(raw, speakers, self.cmvn, self.utterance_norm, spk_cmn)
         lengths = np.array([len(f) for f in feats], dtype=np.int64)
-        views = warp_views(waves, speakers, norm, self.source.decode_cfg.warps, feats.__getitem__)
         if known and self.adapt == "lin":
-            nb = self._adapted(lengths, feats, speakers, s, views)
-        elif views:
-            nb = transcribe_views(self.model, lengths, views, s, device=self.device)[0]
+            nb = self._adapted(lengths, feats, speakers, s)
         else:
             nb, _ = transcribe(self.model, lengths, feats.__getitem__, s, device=self.device)
         return self._texts(len(items), keep, nb)
 
     def _adapted(
-        self, lengths: Any, feats: list[Any], speakers: list[str], s: DecodeSettings, views: Any
+        self, lengths: Any, feats: list[Any], speakers: list[str], s: DecodeSettings
     ) -> list[list[tuple[list[int], float]]]:
         """The decode stage's two-pass adaptation (``decode.adapt: lin``) per speaker."""
         import logging
@@ -578,7 +573,6 @@ class Model:
             device=self.device,
             log=logging.getLogger("seqpipe"),
             token_counts=self.features.get("token_counts"),
-            views=views,
         )
         return out["nbest"]
 

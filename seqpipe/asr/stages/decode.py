@@ -17,9 +17,8 @@ from typing import Any
 import torch
 
 from seqpipe.asr.adapt import adapt_as_configured
-from seqpipe.asr.features import FeatureStore, load_wave
-from seqpipe.asr.transcribe import feature_settings, split_loader, token_counts, transcribe
-from seqpipe.asr.views import transcribe_views, warp_views
+from seqpipe.asr.features import FeatureStore
+from seqpipe.asr.transcribe import split_loader, token_counts, transcribe
 from seqpipe.common.checkpoint import load_for_decoding
 from seqpipe.common.settings import BEAM_SEARCHES, NBEST_SEARCHES, DecodeSettings
 from seqpipe.common.vocab import load_target_tokenizer
@@ -37,19 +36,6 @@ def split_speakers(prep_dir: Path, split: str, utt_ids: list[str]) -> list[str]:
     if missing:
         raise InputError(f"{manifest}: no utterance {missing[0]!r} (decode.adapt needs speakers)")
     return [speakers[u] for u in utt_ids]
-
-
-def _split_views(ctx: StageContext, split: str, store: FeatureStore, load: Any) -> Any:
-    """The first pass's warped views of a split (``decode.warps``; ``None``: none), from its
-    audio (the prepare manifest), normalised as the split is."""
-    warps = ctx.recipe.decode.warps
-    if warps == [1.0]:
-        return None
-    utts = {u.utt_id: u for u in read_manifest(Path(ctx.inputs["prepare"].path) / f"{split}.tsv")}
-    rows = [utts[u] for u in store.utt_ids]
-    feats = feature_settings(ctx.inputs["features"].path)
-    waves = [load_wave(u.path, feats["sample_rate"]) for u in rows]
-    return warp_views(waves, [u.speaker for u in rows], feats, warps, load)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -97,7 +83,6 @@ def _decode_split(
     cfg, feat_dir = ctx.recipe.decode, ctx.inputs["features"].path
     store = FeatureStore(feat_dir / "feats" / split)
     load = split_loader(feat_dir, store)
-    views = _split_views(ctx, split, store, load)
     adapted = None
     if cfg.adapt == "lin":
         adapted = adapt_as_configured(
@@ -106,7 +91,6 @@ def _decode_split(
             load,
             split_speakers(ctx.inputs["prepare"].path, split, store.utt_ids),
             cfg,
-            views=views,
             seed=ctx.recipe.seed,
             loss_ctc_weight=ctx.recipe.train.ctc_weight,
             settings=s,
@@ -118,8 +102,6 @@ def _decode_split(
         secs = adapted["first_pass_seconds"] + adapted["adapt_seconds"]
         first = [h[0][0] if h else [] for h in adapted["first_pass"]]
         write_lines(ctx.out / f"{split}.pass1", tok.decode_tgt(first))
-    elif views:
-        nb, _, secs = transcribe_views(model, store.lengths, views, s, device=device)
     else:
         nb, secs = transcribe(model, store.lengths, load, s, device=device)
     write_lines(ctx.out / f"{split}.hyp", tok.decode_tgt([h[0][0] if h else [] for h in nb]))
