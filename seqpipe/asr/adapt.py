@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -235,20 +235,19 @@ def adapt_and_transcribe(
     if len(speakers) != len(lengths):
         raise ValueError(f"{len(speakers)} speaker ids for {len(lengths)} utterances")
     s = settings or DecodeSettings(search="ctc_greedy")
-    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
-    # each member's own hypotheses of the last pass (agreed: they choose the targets)
-    agree = targets == "agreed" and len(run.members) > 1
-    first, own, first_secs = first_pass(
-        model, lengths, load, s, device, run.members if agree else []
-    )
+    first, first_secs = transcribe(model, lengths, load, s, device=device)
     t0 = time.perf_counter()
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
+    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
+    # each member's own hypotheses of the last pass (agreed: they choose the targets)
+    agree = targets == "agreed" and len(run.members) > 1
+    own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
     book = _Book(groups, len(run.members), rounds, log)
     current = first
     for rnd in range(rounds):
-        current, own = _adapt_round(run, groups, load, lengths, (current, own), [seed, rnd], book)
+        current, own = _adapt_round(run, groups, load, lengths, (current, own), seed, rnd, book)
     return {
         "nbest": current,
         "first_pass": first,
@@ -285,40 +284,26 @@ def _adapt_round(
     load: Callable[[int], np.ndarray],
     lengths: np.ndarray,
     last: tuple[list[Any], list[list[Any]]],
-    seed: list[int],
+    seed: int,
+    rnd: int,
     book: _Book,
 ) -> tuple[list[Any], list[list[Any]]]:
-    """One round: per speaker, targets from the ``last`` pass (the model's n-best lists, its
+    """Round ``rnd``: per speaker, targets from the ``last`` pass (the model's n-best lists, its
     members' own), the transforms trained on them and the speaker decoded again through them.
-    :param seed: ``[seed, round]``; :return: this round's pass, as ``last``"""
+    :return: this round's pass, as ``last``"""
     current, own = last
     nxt: list[Any] = [None] * len(lengths)
     own_next: list[list[Any]] = [[None] * len(lengths) for _ in own]
     for g, (spk, idx) in enumerate(groups.items()):
         tgts = [_target(current[i], [o[i] for o in own]) for i in idx]
         feats = [load(i) for i in idx]
-        nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [*seed, g], len(own))
-        book.add(spk, len(idx), sum(1 for t in tgts if t), fitted, seed[1])
+        nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [seed, rnd, g], len(own))
+        book.add(spk, len(idx), sum(1 for t in tgts if t), fitted, rnd)
         for j, i in enumerate(idx):
             nxt[i] = nb[j]
             for k in range(len(own)):
                 own_next[k][i] = mine[k][j]
     return nxt, own_next
-
-
-def first_pass(
-    model: nn.Module,
-    lengths: np.ndarray,
-    load: Callable[[int], np.ndarray],
-    settings: DecodeSettings,
-    device: torch.device | str,
-    members: Sequence[nn.Module] = (),
-) -> tuple[list[Any], list[list[Any]], float]:
-    """The model's n-best lists before adaptation, those of ``members`` alone (their own
-    hypotheses) and the seconds the model's pass took."""
-    nb, secs = transcribe(model, lengths, load, settings, device=device)
-    own = [transcribe(m, lengths, load, settings, device=device)[0] for m in members]
-    return nb, own, secs
 
 
 def _prior(weight: float, token_counts: np.ndarray | None) -> Tensor | None:

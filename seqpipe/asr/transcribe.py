@@ -63,13 +63,13 @@ def _search_batch(
     if isinstance(model, CTCEnsemble):
         return _ensemble_search(model, x, x_len, s.search, s.beam_size)
     if s.search in ("ctc_greedy", "ctc_beam"):
-        _, _, hyps, scores = ctc_pass(model, x, x_len, s.search, s.beam_size)
+        _, _, hyps, scores = _ctc_search(model, x, x_len, s.search, s.beam_size)
         return [[(h, sc)] for h, sc in zip(hyps, scores, strict=True)]
     scorer = CTCSearchScorer(model.ctc_head) if s.search == "joint" else None
     return decode_batch(model, x, x_len, s, prefix_scorer=scorer)
 
 
-def ctc_pass(
+def _ctc_search(
     model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[float]]:
     """One model's CTC pass: (log-probs, encoder lengths, best hypotheses, their scores;
@@ -89,24 +89,16 @@ def _ensemble_search(
     """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
     candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
     Scores are that sum."""
-    runs = [ctc_pass(member, x, x_len, search, beam_size)[:3] for member in model.members]
-    best, scores = rescore_candidates(runs)
-    return [[(h, s)] for h, s in zip(best, scores, strict=True)]
-
-
-def rescore_candidates(
-    runs: list[tuple[torch.Tensor, torch.Tensor, list[list[int]]]],
-) -> tuple[list[list[int]], list[float]]:
-    """Several CTC passes over the same batch (per pass: log-probs batch x time x vocab,
-    encoder lengths, best hypotheses): per utterance, the distinct hypotheses of all passes,
-    the one with the highest CTC log-likelihood summed over the passes winning (ties: the
-    earliest). :return: best hypothesis per utterance and its summed log-likelihood"""
-    candidates: list[list[list[int]]] = [[] for _ in runs[0][2]]
-    for _, _, hyps in runs:
+    outputs = []
+    candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
+    for member in model.members:
+        lp, lengths, hyps, _ = _ctc_search(member, x, x_len, search, beam_size)
+        outputs.append((lp, lengths))
         for cands, h in zip(candidates, hyps, strict=True):
             if h not in cands:
                 cands.append(h)
-    return ctc_rescore([(lp, n) for lp, n, _ in runs], candidates)
+    best, scores = ctc_rescore(outputs, candidates)
+    return [[(h, s)] for h, s in zip(best, scores, strict=True)]
 
 
 UTTERANCE_NORMS = ("none", "mean", "meanvar", "speaker")
