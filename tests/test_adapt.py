@@ -241,3 +241,31 @@ def test_the_token_prior_term_reaches_every_arch(arch: str):
         assert all(np.isfinite(losses))
         weights[weight] = transform.weight.detach()
     assert not torch.allclose(weights[0.0], weights[1000.0])
+
+
+def test_majority_targets_need_more_than_half_of_the_members():
+    from seqpipe.models.asr import CTCEnsemble
+
+    ens = CTCEnsemble([_model(seed=0), _model(seed=0), _model(seed=0)]).eval()
+    torch.manual_seed(1)
+    for m in ens.members[1:]:  # members 1 and 2: member 0 nudged two ways
+        for p in m.parameters():
+            p.data.add_(0.05 * torch.randn_like(p))
+    feats = _feats(12, seed=4)
+    lengths = np.array([len(f) for f in feats])
+    best = [h[0][0] for h in transcribe(ens, lengths, feats.__getitem__)[0]]
+    own = [[h[0][0] for h in transcribe(m, lengths, feats.__getitem__)[0]] for m in ens.members]
+    votes = [sum(o[i] == h for o in own) if h else 0 for i, h in enumerate(best)]
+    unanimous, most = sum(v == 3 for v in votes), sum(v >= 2 for v in votes)
+    assert unanimous < most  # a real test: majority trains on more than unanimity
+
+    def trained(targets: str, model: CTCEnsemble = ens) -> list[int]:
+        out = adapt_and_transcribe(
+            model, lengths, feats.__getitem__, ["s"] * 12, epochs=1, lr=0.01, targets=targets
+        )
+        return out["trained"]["s"]
+
+    assert trained("agreed") == [unanimous]
+    assert trained("majority") == [most]
+    pair = CTCEnsemble(list(ens.members[:2])).eval()  # two members: majority is agreement
+    assert trained("majority", pair) == trained("agreed", pair)

@@ -29,7 +29,8 @@ members (``train.members``) each get their own transform (trained side by side i
 many as the cores allow at the decode stage's torch threads), trained on the ensemble's
 transcripts; with ``adapt_targets: agreed`` (the default) only on the utterances where every
 member's own hypothesis equals the ensemble's (on the unseen FSDD speaker, 55 % of the
-utterances at about 2 % WER, against 5 % for all of them). Only the speaker's audio is used,
+utterances at about 2 % WER, against 5 % for all of them); with ``majority`` where more than
+half of them do (unanimity leaves a larger ensemble few utterances). Only the speaker's audio is used,
 never a reference. An utterance whose transcript is empty (or too long for its frames under
 CTC) does not train the transform, but is decoded again like the others; a batch whose loss is
 not finite makes no update. Utterances without a
@@ -54,7 +55,7 @@ from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble
 
 ADAPT_BATCH = 16  # utterances per update
-ADAPT_TARGETS = ("agreed", "all")
+ADAPT_TARGETS = ("agreed", "majority", "all")
 
 
 def prior_loss(log_probs: Tensor, lengths: Tensor, prior: Tensor) -> Tensor:
@@ -217,7 +218,8 @@ def adapt_and_transcribe(
     :param lengths, load: as for :func:`seqpipe.asr.transcribe.transcribe`
     :param speakers: one speaker id per utterance ("" = its own speaker)
     :param targets: ``agreed``: an ensemble trains on the utterances where every member's own
-        hypothesis equals the ensemble's (a single model: all); ``all``: every utterance
+        hypothesis equals the ensemble's (a single model: all); ``majority``: where more than
+        half of them do (two members: as agreed); ``all``: every utterance
     :param loss_ctc_weight: the training loss's CTC weight (arch ctc_attention)
     :param settings: how every pass decodes (default: CTC greedy)
     :param prior_weight: the weight of the token prior term (module docstring; 0: none)
@@ -242,12 +244,15 @@ def adapt_and_transcribe(
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
     run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
     # each member's own hypotheses of the last pass (agreed: they choose the targets)
-    agree = targets == "agreed" and len(run.members) > 1
+    agree = targets != "all" and len(run.members) > 1
     own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
+    need = len(own) if targets == "agreed" else len(own) // 2 + 1 if own else 0
     book = _Book(groups, len(run.members), rounds, log)
     current = first
     for rnd in range(rounds):
-        current, own = _adapt_round(run, groups, load, lengths, (current, own), seed, rnd, book)
+        current, own = _adapt_round(
+            run, groups, load, lengths, (current, own), seed, rnd, book, need=need
+        )
     return {
         "nbest": current,
         "first_pass": first,
@@ -287,15 +292,17 @@ def _adapt_round(
     seed: int,
     rnd: int,
     book: _Book,
+    need: int = 0,
 ) -> tuple[list[Any], list[list[Any]]]:
     """Round ``rnd``: per speaker, targets from the ``last`` pass (the model's n-best lists, its
-    members' own), the transforms trained on them and the speaker decoded again through them.
+    members' own: an utterance is a target where ``need`` of them equal the model's), the
+    transforms trained on them and the speaker decoded again through them.
     :return: this round's pass, as ``last``"""
     current, own = last
     nxt: list[Any] = [None] * len(lengths)
     own_next: list[list[Any]] = [[None] * len(lengths) for _ in own]
     for g, (spk, idx) in enumerate(groups.items()):
-        tgts = [_target(current[i], [o[i] for o in own]) for i in idx]
+        tgts = [_target(current[i], [o[i] for o in own], need) for i in idx]
         feats = [load(i) for i in idx]
         nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [seed, rnd, g], len(own))
         book.add(spk, len(idx), sum(1 for t in tgts if t), fitted, rnd)
@@ -376,10 +383,11 @@ class _Adaptation:
         return nb, mine, fitted
 
 
-def _target(nbest: list[tuple[list[int], float]], own: list[Any]) -> list[int]:
-    """The first pass's transcript, or nothing when a member's own hypothesis differs."""
+def _target(nbest: list[tuple[list[int], float]], own: list[Any], need: int) -> list[int]:
+    """The last pass's transcript, or nothing when fewer than ``need`` of the members' own
+    hypotheses (``own``) equal it."""
     hyp = _best(nbest)
-    return [] if any(_best(o) != hyp for o in own) else hyp
+    return hyp if sum(_best(o) == hyp for o in own) >= need else []
 
 
 def _log_speaker(

@@ -141,8 +141,9 @@ class ASRDecodeConfig(DecodeConfig):
     # transcripts
     adapt_rounds: int = newkey(1, ge=1)
     # lin with an ensemble (train.members): agreed = train only on the utterances where every
-    # member's own hypothesis equals the ensemble's; all = every utterance (one model: all)
-    adapt_targets: Literal["agreed", "all"] = newkey("agreed")
+    # member's own hypothesis equals the ensemble's; majority = where more than half of them do
+    # (2 members: as agreed); all = every utterance (one model: all)
+    adapt_targets: Literal["agreed", "majority", "all"] = newkey("agreed")
     # lin: weight of the token prior term (0: none): each update also pulls the
     # speaker's share of each token towards the training transcripts' (class-balanced
     # self-training: an accent's systematic confusions are not reinforced)
