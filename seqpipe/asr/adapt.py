@@ -30,11 +30,11 @@ many as the cores allow at the decode stage's torch threads), trained on the ens
 transcripts; with ``adapt_targets: agreed`` (the default) only on the utterances where every
 member's own hypothesis equals the ensemble's (on the unseen FSDD speaker, 55 % of the
 utterances at about 2 % WER, against 5 % for all of them); with ``majority`` where more than
-half of them do (unanimity leaves a larger ensemble few utterances). Only the speaker's audio is used,
-never a reference. An utterance whose transcript is empty (or too long for its frames under
-CTC) does not train the transform, but is decoded again like the others; a batch whose loss is
-not finite makes no update. Utterances without a
-speaker id are each their own speaker.
+half of them do (unanimity leaves a larger ensemble few utterances). Only the speaker's audio
+is used, never a reference. An utterance whose transcript is empty (or too long for its frames
+under CTC) does not train the transform, but is decoded again like the others; a batch whose
+loss is not finite makes no update. Utterances without a speaker id are each their own
+speaker.
 """
 
 from __future__ import annotations
@@ -243,10 +243,11 @@ def adapt_and_transcribe(
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
     run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
-    # each member's own hypotheses of the last pass (agreed: they choose the targets)
+    # each member's own hypotheses of the last pass (agreed, majority: their votes choose the
+    # targets; need = how many must equal the ensemble's transcript)
     agree = targets != "all" and len(run.members) > 1
     own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
-    need = len(own) if targets == "agreed" else len(own) // 2 + 1 if own else 0
+    need = 0 if not own else len(own) if targets == "agreed" else len(own) // 2 + 1
     book = _Book(groups, len(run.members), rounds, log)
     current = first
     for rnd in range(rounds):
