@@ -293,7 +293,8 @@ def _adapt_round(
     seed: int,
     rnd: int,
     book: _Book,
-    need: int = 0,
+    *,
+    need: int,
 ) -> tuple[list[Any], list[list[Any]]]:
     """Round ``rnd``: per speaker, targets from the ``last`` pass (the model's n-best lists, its
     members' own: an utterance is a target where ``need`` of them equal the model's), the
