@@ -183,3 +183,66 @@ def test_each_file_list_is_what_the_mirror_tarball_holds(dataset: str):
         }
     assert listed == held
     assert info["upstream"]["url"].startswith("https://raw.githubusercontent.com/")
+
+
+def test_an_extra_fsdd_speaker_is_downloaded_and_joins_training_only(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """data.extra_speakers: a speaker that the mirror's tarball leaves out is downloaded file by
+    file from its upstream list (served here), verified, fetched once, and joins the training
+    pool of fsdd_connected while the valid and test utterances stay byte for byte."""
+    from seqpipe.data import registry
+    from seqpipe.data.asr_datasets import build_connected_digits
+
+    root = registry.safe_extract_tar(
+        MIRROR / "fsdd" / "fsdd_recordings_train_5spk.tar.gz", tmp_path
+    )
+    base, lines = "someone/fsdd/0123/", []
+    for digit in range(10):  # 20 of george's takes under a new name: the mechanism is tested
+        for take in range(2):
+            body = (root / "recordings" / f"{digit}_george_{take}.wav").read_bytes()
+            name = f"recordings/{digit}_newvoice_{take}.wav"
+            server.files[base + name] = body
+            lines.append(f"{hashlib.sha256(body).hexdigest()}  {name}")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "newvoice.sha256").write_text("\n".join(lines) + "\n")
+    extra = {"newvoice": {"url": server.url + base, "list": "newvoice.sha256"}}
+    monkeypatch.setattr(registry, "REGISTRY_FILE", tmp_path / "data" / "registry.yaml")
+    monkeypatch.setattr(registry, "dataset_entry", lambda name: {"extra_speakers": extra})
+    monkeypatch.setenv("SEQPIPE_DOWNLOADS", str(tmp_path / "downloads"))
+
+    folder = registry.fetch_extra_speaker("fsdd", "newvoice")
+    assert folder == tmp_path / "downloads" / "fsdd" / "newvoice" / "upstream"
+    assert len(list((folder / "recordings").glob("*_newvoice_*.wav"))) == len(server.requests) == 20
+    assert registry.fetch_extra_speaker("fsdd", "newvoice") == folder
+    assert len(server.requests) == 20  # verified copies are not downloaded again
+    with pytest.raises(InputError, match=r"no extra speaker 'bob' \(newvoice\)"):
+        registry.fetch_extra_speaker("fsdd", "bob")
+
+    kwargs = dict(num_utts={"train": 60, "valid": 3, "test": 3}, seed=3)
+    kwargs |= dict(test_speakers=["theo"], valid_speakers=["george"])
+    plain = build_connected_digits(root, tmp_path / "plain", **kwargs)
+    more = build_connected_digits([root, folder], tmp_path / "more", **kwargs)
+    assert "newvoice" in {u.speaker for u in more["train"]}
+    assert "newvoice" not in {u.speaker for u in plain["train"]}
+    for split in ("valid", "test"):
+        assert [Path(u.path).read_bytes() for u in more[split]] == [
+            Path(u.path).read_bytes() for u in plain[split]
+        ]
+
+
+def test_the_registry_names_fsdd_sixth_speaker_at_the_upstream_commit(tmp_path: Path):
+    """lucas (left out of the mirror's tarball): all 500 takes, from the same commit as the
+    other five speakers' files; asking for extra speakers of another dataset is exit 2."""
+    from seqpipe.data.registry import dataset_entry, read_file_list
+
+    entry = dataset_entry("fsdd")
+    ((_, info),) = entry["files"].items()
+    lucas = entry["extra_speakers"]["lucas"]
+    assert lucas["url"] == info["upstream"]["url"]
+    names = sorted(name for _, name in read_file_list(lucas["list"]))
+    want = sorted(f"recordings/{d}_lucas_{t}.wav" for d in range(10) for t in range(50))
+    assert names == want
+    proc = run_cli("config", YESNO, "data.extra_speakers=[lucas]", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "extra_speakers: only for datasets fsdd_digits, fsdd_connected" in proc.stderr

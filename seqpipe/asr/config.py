@@ -22,7 +22,7 @@ from seqpipe.core.recipe import (
 )
 from seqpipe.core.schema import Section, newkey, nokey
 from seqpipe.core.stage import CHECKPOINTS, StageSpec
-from seqpipe.data.registry import data_fingerprint
+from seqpipe.data.registry import data_fingerprint, extra_speaker_digest
 from seqpipe.data.synth import engine_version
 
 DATASETS = (
@@ -50,6 +50,10 @@ class ASRDataConfig(DataConfig):
     # fsdd_connected: eSpeak NG voices (accent + variant) that speak digits for training only
     synthetic_voices: int = newkey(0, ge=0)
     synthetic_takes: int = newkey(10, ge=1)  # recordings of each digit per synthetic voice
+    # fsdd_digits / fsdd_connected: FSDD speakers that the mirror's tarball leaves out (lucas),
+    # fetched file by file from FSDD's upstream commit (data/registry.yaml); they train unless
+    # named in test_speakers / valid_speakers
+    extra_speakers: list[str] = newkey([])
 
     @model_validator(mode="after")
     def _synthetic(self) -> ASRDataConfig:
@@ -60,6 +64,8 @@ class ASRDataConfig(DataConfig):
             raise ValueError("synthetic_voices and utterances.synthetic: set both (> 0) or neither")
         if self.synthetic_voices and self.dataset != "fsdd_connected":
             raise ValueError("synthetic_voices: only for dataset fsdd_connected")
+        if self.extra_speakers and self.dataset not in ("fsdd_digits", "fsdd_connected"):
+            raise ValueError("extra_speakers: only for datasets fsdd_digits, fsdd_connected")
         return self
 
 
@@ -180,6 +186,8 @@ class ASRRecipe(Recipe):
         fingerprint = data_fingerprint(self)
         if self.data.synthetic_voices:  # the synthesiser's build makes the samples
             fingerprint["synthesizer"] = engine_version()
+        for speaker in self.data.extra_speakers:  # their files' list names every checksum
+            fingerprint[f"extra_speakers.{speaker}"] = extra_speaker_digest("fsdd", speaker)
         return fingerprint
 
     def task_stages(self, m: str) -> list[StageSpec]:

@@ -260,22 +260,28 @@ def _parse_fsdd_name(stem: str) -> tuple[int, str, int]:
     return int(parts[0]), parts[1], int(parts[2])
 
 
+def fsdd_recordings(roots: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The ``*.wav`` files of one extracted FSDD (a folder holding ``recordings/``, or that
+    folder) or of several (the mirror's and extra speakers' downloads), each folder's sorted."""
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    return [p for root in roots for p in sorted(_find_dir(root, "recordings").glob("*.wav"))]
+
+
 def load_fsdd(
-    root: str | Path,
+    root: str | Path | Sequence[str | Path],
     split: str = "all",
     speakers: Sequence[str] | None = None,
     on_error: OnError = "stop",
 ) -> Utterances:
     """Free Spoken Digit Dataset, isolated digits; transcript = the digit's word ("seven").
 
-    :param root: folder holding ``recordings/`` (or that folder itself)
+    :param root: folder holding ``recordings/`` (or that folder itself), or several
     :param split: upstream rule: ``test`` = take index 0-4, ``train`` = 5-49; or ``all``
     :param speakers: keep only these speakers (``None``: all)
     """
     _check_split(split, ("train", "test", "all"))
-    rec = _find_dir(root, "recordings")
     col = _Collector(on_error)
-    for path in sorted(rec.glob("*.wav")):
+    for path in fsdd_recordings(root):
         try:
             digit, speaker, index = _parse_fsdd_name(path.stem)
         except DatasetError as e:
@@ -291,7 +297,7 @@ def load_fsdd(
 
 
 def build_connected_digits(
-    fsdd_root: str | Path,
+    fsdd_root: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     num_utts: dict[str, int],
     test_speakers: Sequence[str],
@@ -319,7 +325,7 @@ def build_connected_digits(
     Same arguments => byte-identical wav files and identical lists (each split has its own
     random stream, seeded with ``(seed, split)``).
 
-    :param fsdd_root: extracted FSDD (folder holding ``recordings/``)
+    :param fsdd_root: extracted FSDD (folder holding ``recordings/``), or several
     :param out_dir: wavs go to ``out_dir/<split>/<utt_id>.wav``; a ``<split>.tsv``
         (path, transcript, speaker) is written beside them
     :param num_utts: utterances per split, e.g. ``{"train": 2000, "valid": 200, "test": 200}``
@@ -405,7 +411,7 @@ class _Pieces:
 
 
 def _digit_pools(
-    fsdd_root: str | Path,
+    fsdd_root: str | Path | Sequence[str | Path],
     num_utts: dict[str, int],
     test_speakers: Sequence[str],
     valid_speakers: Sequence[str],
@@ -415,10 +421,9 @@ def _digit_pools(
     overlap = set(test_speakers) & set(valid_speakers)
     if overlap:
         raise ValueError(f"speakers in both test and valid: {sorted(overlap)}")
-    rec_dir = _find_dir(fsdd_root, "recordings")
-    all_recs = [(p, *_parse_fsdd_name(p.stem)) for p in sorted(rec_dir.glob("*.wav"))]
+    all_recs = [(p, *_parse_fsdd_name(p.stem)) for p in fsdd_recordings(fsdd_root)]
     if not all_recs:
-        raise DatasetError(f"{rec_dir}: no FSDD recordings")
+        raise DatasetError(f"{fsdd_root}: no FSDD recordings")
     all_speakers = sorted({r[2] for r in all_recs})
     for spk in list(test_speakers) + list(valid_speakers):
         if spk not in all_speakers:

@@ -101,6 +101,35 @@ def fetch(dataset: str, rel: str) -> Path:
     return dest
 
 
+def extra_speakers(dataset: str) -> dict[str, dict[str, str]]:
+    """``{speaker: {url, list}}``: the speakers registry entry ``dataset`` can fetch beyond its
+    files (upstream recordings that the mirror's copy leaves out)."""
+    return dataset_entry(dataset).get("extra_speakers") or {}
+
+
+def fetch_extra_speaker(dataset: str, speaker: str) -> Path:
+    """The folder holding extra speaker ``speaker``'s upstream files (laid out as upstream:
+    ``recordings/...``), downloaded once into ``downloads/<dataset>/<speaker>/upstream/`` and
+    verified file by file."""
+    known = extra_speakers(dataset)
+    if speaker not in known:
+        have = ", ".join(known) or "none"
+        raise InputError(
+            f"data.extra_speakers: {dataset} has no extra speaker {speaker!r} ({have})"
+        )
+    return fetch_file_list(f"{dataset}/{speaker}/recordings", known[speaker])
+
+
+def extra_speaker_digest(dataset: str, speaker: str) -> str:
+    """sha256 of extra speaker ``speaker``'s file list (which names every file's sha256): what
+    identifies its data in a cache key ("unknown" for a speaker the registry lacks, which
+    prepare then refuses)."""
+    info = extra_speakers(dataset).get(speaker)
+    if info is None:
+        return "unknown"
+    return _sha256(REGISTRY_FILE.parent / info["list"])
+
+
 def read_file_list(name: str) -> list[tuple[str, str]]:
     """(sha256, relative path) of each line of ``data/<name>`` (``sha256sum`` format)."""
     out = []

@@ -42,7 +42,13 @@ import numpy as np
 from seqpipe.core.stage import StageContext
 from seqpipe.data import asr_datasets as ds
 from seqpipe.data import synth
-from seqpipe.data.registry import _sha256, dataset_entry, fetch, registry_name
+from seqpipe.data.registry import (
+    _sha256,
+    dataset_entry,
+    fetch,
+    fetch_extra_speaker,
+    registry_name,
+)
 from seqpipe.errors import InputError
 
 MAX_LISTED_SKIPS = 50
@@ -181,14 +187,15 @@ def _yesno(ctx: StageContext) -> dict[str, ds.Utterances]:
     return _with_valid(ctx, train, test=test)
 
 
-def _fsdd_root(ctx: StageContext) -> Path:
-    return _extract(ctx, _fetch(ctx, "fsdd_digits", ".tar.gz"))
+def _fsdd_roots(ctx: StageContext) -> list[Path]:
+    """The extracted FSDD, then each of ``data.extra_speakers``' downloaded recordings."""
+    extra = [fetch_extra_speaker("fsdd", spk) for spk in ctx.recipe.data.extra_speakers]
+    return [_extract(ctx, _fetch(ctx, "fsdd_digits", ".tar.gz")), *extra]
 
 
 def _fsdd_digits(ctx: StageContext) -> dict[str, ds.Utterances]:
     d = ctx.recipe.data
-    root = _fsdd_root(ctx)
-    everyone = ds.load_fsdd(root, "all", on_error=d.on_error)
+    everyone = ds.load_fsdd(_fsdd_roots(ctx), "all", on_error=d.on_error)
     known = sorted({u.speaker for u in everyone})
     for spk in d.test_speakers + d.valid_speakers:
         if spk not in known:
@@ -217,8 +224,8 @@ def _fsdd_digits(ctx: StageContext) -> dict[str, ds.Utterances]:
 
 def _fsdd_connected(ctx: StageContext) -> dict[str, ds.Utterances]:
     d = ctx.recipe.data
-    root = _fsdd_root(ctx)
-    speakers = sorted({p.stem.split("_")[1] for p in (root / "recordings").glob("*.wav")})
+    roots = _fsdd_roots(ctx)
+    speakers = sorted({p.stem.split("_")[1] for p in ds.fsdd_recordings(roots)})
     if not d.test_speakers:
         raise InputError(
             f"data.test_speakers: required for fsdd_connected (held-out speakers); "
@@ -237,7 +244,7 @@ def _fsdd_connected(ctx: StageContext) -> dict[str, ds.Utterances]:
             voices, ds.DIGIT_WORDS, d.synthetic_takes, 8000, seed=ctx.recipe.seed
         )
         built = ds.build_connected_digits(
-            root,
+            roots,
             ctx.out / "audio",
             num_utts={s: n for s, n in d.utterances.items() if s != "synthetic"},
             test_speakers=d.test_speakers,
