@@ -2,11 +2,15 @@
 never heard, measured as users run it. Prints JSON.
 
 Each of the mirror's five FSDD voices is held out in turn as the test voice; the next voice
-(cyclically) is the validation voice (checkpoint choice sees no test voice and no training
-voice); the other three train. Each fold runs the recipe (its own training budget) into one
-workspace, then `seqpipe transcribe` decodes the validation voice's utterances and the held-out
-voice's test utterances from list files with a speaker column, as a user would (speaker
-normalisation and adaptation as the recipe says); the transcripts are scored with the
+(cyclically) gives the validation figure, never a voice the model trained on. Checkpoints are
+chosen on the recipe's validation voice: if that is a voice outside the five (``lucas``, FSDD's
+sixth speaker, ``data.extra_speakers``), each fold trains on the four other voices, and the
+validation figure is nested: a second model, trained with the test voice and the next voice
+both kept out (``data.exclude_speakers``), transcribes the next voice. Otherwise the next voice
+validates and the other three train. Each fold runs the recipe (its own training budget) into
+one workspace, then `seqpipe transcribe` decodes the validation voice's utterances and the
+held-out voice's test utterances from list files with a speaker column, as a user would
+(speaker normalisation and adaptation as the recipe says); the transcripts are scored with the
 recipe's normalisation. Reports per voice the test WER and the validation voice's WER, their
 means and worsts, and each fold's training minutes. Settings are chosen on the validation
 voices' mean (``--valid-only`` reads no test voice: for exploring); the test WER is read once
@@ -47,45 +51,72 @@ def seqpipe(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def fold(
-    ws: Path, voice: str, valid: str | None, seed: int, overrides: list[str], splits: list[str]
-) -> dict[str, object]:
-    """Train with ``voice`` held out (``valid`` validating; ``None``: all four other voices
-    train and validate on their takes 0-4); transcribe those of ``splits``: the validation
-    voice's utterances (``valid``, if there is one) and the held-out voice's (``test``)."""
+def train(ws: Path, name: str, seed: int, data: list[str], overrides: list[str]) -> dict:
+    """``seqpipe run`` the recipe into ``exp/<name>`` up to training: its training minutes and
+    each member's greedy WER on its validation split at its best checkpoint."""
+    t0 = time.perf_counter()
+    seqpipe(ws, "run", RECIPE, f"name={name}", f"seed={seed}", *data, *overrides, "--to", "train")
+    info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
+    best = info["best"] if isinstance(info["best"], list) else [info["best"]]
+    return {
+        "valid_member_wer": [round(b, 2) for b in best],
+        "train_minutes": round((time.perf_counter() - t0) / 60, 1),
+    }
+
+
+def transcribe(ws: Path, name: str, split: str, prefix: str = "") -> dict[str, object]:
+    """`seqpipe transcribe` the utterances of ``split`` of ``exp/<name>`` from a list file with a
+    speaker column, as a user would; scored with the recipe's normalisation."""
     from seqpipe.asr.scoring import score_asr
     from seqpipe.core.recipe import load_recipe
     from seqpipe.data.asr_datasets import read_manifest
 
-    name = f"loso{'' if valid else '4'}-{voice}-s{seed}"
-    args = [
-        RECIPE,
-        f"name={name}",
-        f"seed={seed}",
-        f"data.test_speakers=[{voice}]",
-        f"data.valid_speakers=[{valid or ''}]",
-        *overrides,
-    ]
-    t0 = time.perf_counter()
-    seqpipe(ws, "run", *args, "--to", "train")
-    train_s = time.perf_counter() - t0
-    norm = load_recipe(RECIPE, args[1:]).score.asr_normalization
-    info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
-    best = info["best"] if isinstance(info["best"], list) else [info["best"]]
-    out: dict[str, object] = {"valid_voice": valid}
-    for split in [s for s in splits if s == "test" or valid]:
-        utts = read_manifest(ws / "exp" / name / "prepare" / f"{split}.tsv")
-        listing = ws / f"{name}.{split}.lst"
-        listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
-        hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing)).stdout.splitlines()
-        res = score_asr([u.text for u in utts], hyps, normalization=norm)
-        prefix = "" if split == "test" else "valid_"
-        out[prefix + "utterances"] = len(utts)
-        out[prefix + "wer"] = round(100 * res["wer"], 2)
-        out[prefix + "cer"] = round(100 * res["cer"], 2)
-    # each member's greedy WER on the validation voice (or takes) at its best checkpoint
-    out["valid_member_wer"] = [round(b, 2) for b in best]
-    out["train_minutes"] = round(train_s / 60, 1)
+    norm = load_recipe(str(ws / "exp" / name / "recipe.yaml"), []).score.asr_normalization
+    utts = read_manifest(ws / "exp" / name / "prepare" / f"{split}.tsv")
+    listing = ws / f"{name}.{split}.lst"
+    listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
+    hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing)).stdout.splitlines()
+    res = score_asr([u.text for u in utts], hyps, normalization=norm)
+    return {
+        prefix + "utterances": len(utts),
+        prefix + "wer": round(100 * res["wer"], 2),
+        prefix + "cer": round(100 * res["cer"], 2),
+    }
+
+
+def fold(
+    ws: Path, voice: str, mode: str, seed: int, overrides: list[str], splits: list[str]
+) -> dict:
+    """Hold out ``voice``; the validation figure comes from the next voice (cyclically), never
+    from a training voice. ``mode``:
+
+    - ``next``: the next voice validates (checkpoints and settings), the other three train;
+    - ``fixed``: the recipe's own validation voice (not one of the five) chooses checkpoints and
+      the other four train; the settings' figure is nested: a second model, trained with both
+      ``voice`` and the next voice kept out (``data.exclude_speakers``), transcribes the next;
+    - ``all``: the other four train and validate on their takes 0-4 (test only).
+    """
+    nxt = VOICES[(VOICES.index(voice) + 1) % len(VOICES)]
+    valid = {"next": [f"data.valid_speakers=[{nxt}]"], "all": ["data.valid_speakers=[]"]}
+    name = f"loso{'4' if mode == 'all' else ''}-{voice}-s{seed}"
+    data = [f"data.test_speakers=[{voice}]", *valid.get(mode, [])]
+    out: dict[str, object] = {"valid_voice": None if mode == "all" else nxt}
+    if "valid" in splits and mode == "fixed":
+        nested = f"loso-{voice}-{nxt}-s{seed}"
+        out["nested"] = train(
+            ws,
+            nested,
+            seed,
+            [f"data.test_speakers=[{nxt}]", f"data.exclude_speakers=[{voice}]"],
+            overrides,
+        )
+        out.update(transcribe(ws, nested, "test", "valid_"))
+    if "test" in splits or mode == "next":
+        out.update(train(ws, name, seed, data, overrides))
+    if "valid" in splits and mode == "next":
+        out.update(transcribe(ws, name, "valid", "valid_"))
+    if "test" in splits:
+        out.update(transcribe(ws, name, "test"))
     return out
 
 
@@ -118,15 +149,19 @@ def main() -> None:
     os.environ.setdefault("SEQPIPE_MIRROR", str(REPO.parent / "shared" / "data"))
     ws = a.workspace.resolve()
     ws.mkdir(parents=True, exist_ok=True)
+    from seqpipe.core.recipe import load_recipe
+
+    own = load_recipe(RECIPE, a.overrides).data.valid_speakers
+    mode = "all" if a.all_voices else "fixed" if own and not set(own) & set(VOICES) else "next"
     folds = {}
     for voice in a.voices.split(","):
-        valid = None if a.all_voices else VOICES[(VOICES.index(voice) + 1) % len(VOICES)]
-        folds[voice] = fold(ws, voice, valid, a.seed, a.overrides, splits)
+        folds[voice] = fold(ws, voice, mode, a.seed, a.overrides, splits)
         print(json.dumps({voice: folds[voice]}), file=sys.stderr, flush=True)
     out: dict[str, object] = {
         "recipe": "recipes/asr_small.yaml",
         "seed": a.seed,
-        "training_voices": 4 if a.all_voices else 3,
+        "training_voices": 3 if mode == "next" else 4,
+        "validation": mode,
         "overrides": a.overrides,
         "folds": folds,
     }

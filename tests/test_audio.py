@@ -389,6 +389,12 @@ def test_connected_digits_deterministic_and_speaker_disjoint(data: Path, tmp_pat
         assert 0.15 * len(words) < u.duration < 0.3 * (len(words) + 1) + 2.3 * len(words)
     # the split lists written beside the audio load back
     assert [u.text for u in load_tsv(tmp_path / "a" / "test.tsv")] == [u.text for u in a["test"]]
+    # a speaker excluded (nested validation) is in no split; the valid/test utterances stay
+    d = build_connected_digits(data, tmp_path / "d", seed=3, exclude_speakers=["nicolas"], **kwargs)
+    assert {u.speaker for u in a["train"]} - {u.speaker for u in d["train"]} == {"nicolas"}
+    assert digest(d)[6:] == digest(a)[6:]
+    with pytest.raises(ValueError, match=r"excluded speakers also in test or valid: \['theo'\]"):
+        build_connected_digits(data, tmp_path / "e", seed=3, exclude_speakers=["theo"], **kwargs)
 
 
 def test_synthetic_voices_are_deterministic_distinct_and_join_training_only(

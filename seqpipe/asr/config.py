@@ -54,6 +54,9 @@ class ASRDataConfig(DataConfig):
     # fetched file by file from FSDD's upstream commit (data/registry.yaml); they train unless
     # named in test_speakers / valid_speakers
     extra_speakers: list[str] = newkey([])
+    # fsdd_digits / fsdd_connected: speakers in no split (nested validation: bench/asr_loso.py
+    # keeps a fold's test voice out of the models that choose its settings)
+    exclude_speakers: list[str] = newkey([])
 
     @model_validator(mode="after")
     def _synthetic(self) -> ASRDataConfig:
@@ -64,8 +67,9 @@ class ASRDataConfig(DataConfig):
             raise ValueError("synthetic_voices and utterances.synthetic: set both (> 0) or neither")
         if self.synthetic_voices and self.dataset != "fsdd_connected":
             raise ValueError("synthetic_voices: only for dataset fsdd_connected")
-        if self.extra_speakers and self.dataset not in ("fsdd_digits", "fsdd_connected"):
-            raise ValueError("extra_speakers: only for datasets fsdd_digits, fsdd_connected")
+        for key in ("extra_speakers", "exclude_speakers"):
+            if getattr(self, key) and self.dataset not in ("fsdd_digits", "fsdd_connected"):
+                raise ValueError(f"{key}: only for datasets fsdd_digits, fsdd_connected")
         return self
 
 

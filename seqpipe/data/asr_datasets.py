@@ -303,6 +303,7 @@ def build_connected_digits(
     test_speakers: Sequence[str],
     valid_speakers: Sequence[str] = (),
     seed: int = 0,
+    exclude_speakers: Sequence[str] = (),
     min_digits: int = 2,
     max_digits: int = 7,
     pause_ms: tuple[int, int] = (50, 300),
@@ -318,7 +319,8 @@ def build_connected_digits(
     after the digits; its transcript is the digit words ("seven three one").
 
     Speakers: ``test`` uses ``test_speakers``, ``valid`` uses ``valid_speakers``, ``train``
-    all other speakers — no test (or valid) speaker is ever in training. If ``valid_speakers``
+    all other speakers but ``exclude_speakers`` (in no split) — no test (or valid) speaker is
+    ever in training. If ``valid_speakers``
     is empty, ``valid`` is drawn from the training speakers' takes 0-4 and ``train`` keeps
     takes 5-49 (recordings disjoint, speakers not).
 
@@ -340,7 +342,7 @@ def build_connected_digits(
     unknown = set(num_utts) - {"train", "valid", "test"}
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}; use train, valid, test")
-    pools = _digit_pools(fsdd_root, num_utts, test_speakers, valid_speakers)
+    pools = _digit_pools(fsdd_root, num_utts, test_speakers, valid_speakers, exclude_speakers)
     pieces = _Pieces(sample_rate, pause_ms, noise_std, min_digits, max_digits)
     result: dict[str, Utterances] = {}
     extra = {"synthetic": (synthetic or {}, synthetic_utts)} if synthetic_utts > 0 else {}
@@ -415,20 +417,25 @@ def _digit_pools(
     num_utts: dict[str, int],
     test_speakers: Sequence[str],
     valid_speakers: Sequence[str],
+    exclude_speakers: Sequence[str] = (),
 ) -> dict[str, list[tuple]]:
     """``{split: [(path, digit, speaker, take), ...]}`` of the FSDD recordings each split
     draws from (audio is read only when picked)."""
     overlap = set(test_speakers) & set(valid_speakers)
     if overlap:
         raise ValueError(f"speakers in both test and valid: {sorted(overlap)}")
+    overlap = set(exclude_speakers) & {*test_speakers, *valid_speakers}
+    if overlap:
+        raise ValueError(f"excluded speakers also in test or valid: {sorted(overlap)}")
     all_recs = [(p, *_parse_fsdd_name(p.stem)) for p in fsdd_recordings(fsdd_root)]
     if not all_recs:
         raise DatasetError(f"{fsdd_root}: no FSDD recordings")
     all_speakers = sorted({r[2] for r in all_recs})
-    for spk in list(test_speakers) + list(valid_speakers):
+    for spk in [*test_speakers, *valid_speakers, *exclude_speakers]:
         if spk not in all_speakers:
             raise ValueError(f"unknown FSDD speaker {spk!r}; known: {', '.join(all_speakers)}")
-    train_speakers = [s for s in all_speakers if s not in test_speakers and s not in valid_speakers]
+    held = {*test_speakers, *valid_speakers, *exclude_speakers}
+    train_speakers = [s for s in all_speakers if s not in held]
     if num_utts.get("train", 0) and not train_speakers:
         raise ValueError("no speakers left for training")
     pools: dict[str, list[tuple]] = {

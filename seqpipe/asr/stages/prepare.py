@@ -8,7 +8,8 @@ Datasets (``data.dataset``):
 ``fsdd_digits``     FSDD isolated digits: test = ``data.test_speakers`` (or upstream takes 0-4),
                     valid = ``data.valid_speakers`` (or a held-out fraction of train)
 ``fsdd_connected``  2-7 digit utterances built from FSDD (``build_connected_digits``): speakers
-                    held out by ``data.test_speakers`` / ``data.valid_speakers``, counts
+                    held out by ``data.test_speakers`` / ``data.valid_speakers`` (and
+                    ``data.exclude_speakers`` in no split), counts
                     ``data.utterances``, seeded by ``seed``; the wavs live in this artifact
 ``an4``             the AN4 subset (train 60 / test 10); valid held out of train
 ``librispeech``     ``data.path`` (LibriSpeech layout) or the registry sample
@@ -197,14 +198,19 @@ def _fsdd_digits(ctx: StageContext) -> dict[str, ds.Utterances]:
     d = ctx.recipe.data
     everyone = ds.load_fsdd(_fsdd_roots(ctx), "all", on_error=d.on_error)
     known = sorted({u.speaker for u in everyone})
-    for spk in d.test_speakers + d.valid_speakers:
+    for spk in d.test_speakers + d.valid_speakers + d.exclude_speakers:
         if spk not in known:
             raise InputError(
-                f"data.test_speakers/valid_speakers: unknown FSDD speaker {spk!r}; known: {', '.join(known)}"
+                f"data.*_speakers: unknown FSDD speaker {spk!r}; known: {', '.join(known)}"
             )
     if set(d.test_speakers) & set(d.valid_speakers):
         raise InputError("data.test_speakers and data.valid_speakers overlap")
     held = set(d.test_speakers) | set(d.valid_speakers)
+    if set(d.exclude_speakers) & held:
+        raise InputError("data.exclude_speakers: also in test_speakers or valid_speakers")
+    everyone = ds.Utterances(
+        [u for u in everyone if u.speaker not in d.exclude_speakers], everyone.skipped
+    )
     if d.test_speakers:
         test = ds.Utterances([u for u in everyone if u.speaker in d.test_speakers])
         train = ds.Utterances([u for u in everyone if u.speaker not in held], everyone.skipped)
@@ -249,6 +255,7 @@ def _fsdd_connected(ctx: StageContext) -> dict[str, ds.Utterances]:
             num_utts={s: n for s, n in d.utterances.items() if s != "synthetic"},
             test_speakers=d.test_speakers,
             valid_speakers=d.valid_speakers,
+            exclude_speakers=d.exclude_speakers,
             seed=ctx.recipe.seed,
             sample_rate=8000,
             synthetic=spoken,
