@@ -320,9 +320,8 @@ def build_connected_digits(
 
     Speakers: ``test`` uses ``test_speakers``, ``valid`` uses ``valid_speakers``, ``train``
     all other speakers but ``exclude_speakers`` (in no split) — no test (or valid) speaker is
-    ever in training. If ``valid_speakers``
-    is empty, ``valid`` is drawn from the training speakers' takes 0-4 and ``train`` keeps
-    takes 5-49 (recordings disjoint, speakers not).
+    ever in training. If ``valid_speakers`` is empty, ``valid`` is drawn from the training
+    speakers' takes 0-4 and ``train`` keeps takes 5-49 (recordings disjoint, speakers not).
 
     Same arguments => byte-identical wav files and identical lists (each split has its own
     random stream, seeded with ``(seed, split)``).
