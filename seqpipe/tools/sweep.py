@@ -301,20 +301,24 @@ def _log_end(v: Variant, variants: list[Variant], log: Any) -> None:
 
 
 def _tune_trial(config: dict[str, Any]) -> None:
-    """One variant as a Ray Tune trial: every validation score goes to the scheduler, which
-    may end the trial there (the train stage's checkpoint stays in its ``.partial`` folder)."""
+    """One variant as a Ray Tune trial: every validation score before its last step goes to the
+    scheduler, which may end the trial there (the train stage's checkpoint stays in its
+    ``.partial`` folder); the last step's is not reported, so a run that reaches it finishes
+    even when ``train.max_steps`` is one of ASHA's rungs."""
     from ray import tune
 
     from seqpipe.common import trainer
 
+    variant = config["variant"]
     reported: list[int] = []
 
     def report(step: int, score: float) -> None:
+        if step >= variant["max_steps"]:
+            return
         reported.append(step)
         tune.report({"step": step, "score": score})
 
     trainer.validation_hooks.append(report)
-    variant = config["variant"]
     try:
         _, _, error = _run_variant(
             config["recipe"], variant["overrides"], config["workspace"], config["debug"]
@@ -358,11 +362,15 @@ def _run_tune(
         time_attr="step",
         metric="score",
         mode="max" if higher_is_better(train[0].valid_metric) else "min",
-        max_t=max(t.max_steps for t in train) + 1,  # a finishing run is never stopped
+        max_t=max(t.max_steps for t in train) + 1,  # ASHA stops a trial that reaches max_t
         grace_period=min(t.valid_every for t in train),
     )
+    grid = [
+        {"name": n, "overrides": a, "max_steps": t.max_steps}
+        for (n, a), t in zip(args.items(), train, strict=True)
+    ]
     space = {
-        "variant": tune.grid_search([{"name": n, "overrides": a} for n, a in args.items()]),
+        "variant": tune.grid_search(grid),
         "recipe": recipe,
         "workspace": workspace,
         "debug": debug,
