@@ -43,9 +43,11 @@ RECIPE = str(REPO / "recipes" / "asr_small.yaml")
 VOICES = ["george", "jackson", "nicolas", "theo", "yweweler"]
 
 
-def seqpipe(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def seqpipe(ws: Path, *args: str, nice: int = 0) -> subprocess.CompletedProcess[str]:
+    """``seqpipe ARGS`` in ``ws`` (``nice``: at that lower CPU priority, by nice(1))."""
+    argv = [sys.executable, "-m", "seqpipe", *args]
     proc = subprocess.run(
-        [sys.executable, "-m", "seqpipe", *args], cwd=ws, capture_output=True, text=True
+        ["nice", "-n", str(nice), *argv] if nice else argv, cwd=ws, capture_output=True, text=True
     )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
@@ -66,7 +68,9 @@ def train(ws: Path, name: str, seed: int, data: list[str], overrides: list[str])
     }
 
 
-def transcribe(ws: Path, name: str, split: str, prefix: str = "") -> dict[str, object]:
+def transcribe(
+    ws: Path, name: str, split: str, prefix: str = "", nice: int = 0
+) -> dict[str, object]:
     """`seqpipe transcribe` the utterances of ``split`` of ``exp/<name>`` from a list file with a
     speaker column, as a user would; scored with the recipe's normalisation."""
     from seqpipe.asr.scoring import score_asr
@@ -77,7 +81,7 @@ def transcribe(ws: Path, name: str, split: str, prefix: str = "") -> dict[str, o
     utts = read_manifest(ws / "exp" / name / "prepare" / f"{split}.tsv")
     listing = ws / f"{name}.{split}.lst"
     listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
-    hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing)).stdout.splitlines()
+    hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing), nice=nice).stdout.splitlines()
     res = score_asr([u.text for u in utts], hyps, normalization=norm)
     return {
         prefix + "utterances": len(utts),
@@ -156,8 +160,8 @@ def main() -> None:
     ap.add_argument(
         "--decode-beside",
         action="store_true",
-        help="transcribe each trained model (one thread) while the next one trains: the same "
-        "WERs sooner, unless a training reaches train.max_minutes; its minutes run longer",
+        help="transcribe each trained model (one thread, at nice 19, so the training keeps its "
+        "cores and its train.max_minutes) while the next one trains: the same WERs sooner",
     )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
@@ -176,7 +180,7 @@ def main() -> None:
 
     def later(out: dict, fn: Callable[..., dict], *args: object) -> None:
         if a.decode_beside:
-            pending.append((out, pool.submit(fn, *args)))
+            pending.append((out, pool.submit(fn, *args, nice=19)))
         else:
             out.update(fn(*args))
 
