@@ -23,7 +23,7 @@ voices already heard (the comparison behind the recipe's ``valid_speakers``; tes
 
 Usage: python bench/asr_loso.py [--workspace bench_out/loso] [--voices george,jackson]
                                 [--seed 1234] [--valid-only | --test-only] [--all-voices]
-                                [--decode-beside] [KEY=VALUE ...]
+                                [--decode-jobs 2] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -158,10 +158,12 @@ def main() -> None:
         "(no validation voice; test voices only)",
     )
     ap.add_argument(
-        "--decode-beside",
-        action="store_true",
-        help="transcribe each trained model (one thread, at nice 19, so the training keeps its "
-        "cores and its train.max_minutes) while the next one trains: the same WERs sooner",
+        "--decode-jobs",
+        type=int,
+        default=0,
+        help="N > 0: up to N transcriptions (one thread each) at once, at nice 19 beside the "
+        "next folds' trainings, which keep their cores and train.max_minutes: the same WERs "
+        "sooner (0: each fold transcribed after its training)",
     )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
@@ -175,11 +177,11 @@ def main() -> None:
 
     own = load_recipe(RECIPE, a.overrides).data.valid_speakers
     mode = "all" if a.all_voices else "fixed" if own and not set(own) & set(VOICES) else "next"
-    pool = ThreadPoolExecutor(max_workers=1)
+    pool = ThreadPoolExecutor(max_workers=max(a.decode_jobs, 1))
     pending: list[tuple[dict, Future]] = []
 
     def later(out: dict, fn: Callable[..., dict], *args: object) -> None:
-        if a.decode_beside:
+        if a.decode_jobs:
             pending.append((out, pool.submit(fn, *args, nice=19)))
         else:
             out.update(fn(*args))
@@ -187,12 +189,12 @@ def main() -> None:
     folds = {}
     for voice in a.voices.split(","):
         folds[voice] = fold(ws, voice, mode, a.seed, a.overrides, splits, later)
-        if not a.decode_beside:
+        if not a.decode_jobs:
             print(json.dumps({voice: folds[voice]}), file=sys.stderr, flush=True)
     for out, job in pending:
         out.update(job.result())
     pool.shutdown()
-    if a.decode_beside:
+    if a.decode_jobs:
         print(json.dumps(folds), file=sys.stderr, flush=True)
     out: dict[str, object] = {
         "recipe": "recipes/asr_small.yaml",
