@@ -271,20 +271,34 @@ def main() -> None:
         a.out.write_text(text + "\n")
 
 
+SHORTLIST = ["decode.shortlist=10", "decode.shortlist_frequent=300"]
+DECODE_ROWS = {  # the decode rows: overrides of the decoding model's recipe
+    "decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
+    "decode_greedy": ["decode.search=greedy"],
+    "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *SHORTLIST],
+    "decode_greedy_shortlist": ["decode.search=greedy", *SHORTLIST],
+    "decode_beam5_int8": ["decode.search=beam", "decode.beam_size=5", "decode.quantize=int8"],
+    "decode_greedy_int8": ["decode.search=greedy", "decode.quantize=int8"],
+    "decode_beam5_int8_shortlist": [
+        "decode.search=beam",
+        "decode.beam_size=5",
+        "decode.quantize=int8",
+        *SHORTLIST,
+    ],
+    "decode_greedy_int8_shortlist": ["decode.search=greedy", "decode.quantize=int8", *SHORTLIST],
+}
+
+
 def bench_mt(
     a: argparse.Namespace, common: list[str], ws: Path, env: dict[str, str], res: dict[str, object]
 ) -> None:
-    t = a.threads
-
+    """The ``train_*``, ``decode_*``, Joey NMT and ``ratios`` rows into ``res``."""
     # data once (cached); not timed
     rc, _, _ = measured_run(["run", str(RECIPE), *common, "--to", "tokenize", "-w", str(ws)], env)
     assert rc == 0, "prepare/tokenize failed"
 
-    res["ceiling_default_alloc"] = ceiling(t, tuned=False)
-    res["ceiling_tuned_alloc"] = ceiling(t, tuned=True)
-
-    from seqpipe.core.pipeline import Pipeline
-    from seqpipe.core.recipe import load_recipe
+    res["ceiling_default_alloc"] = ceiling(a.threads, tuned=False)
+    res["ceiling_tuned_alloc"] = ceiling(a.threads, tuned=True)
 
     decode_variant = f"train_{a.decode_model}"
     decode_min = a.decode_minutes
@@ -295,29 +309,7 @@ def bench_mt(
     budget = [f"train.max_minutes={decode_min}", "train.max_steps=null"] if decode_min else []
     for name, ov in VARIANTS.items():
         args = [*common, *ov, *(budget if name == decode_variant else [])]
-        pipe = Pipeline(load_recipe(RECIPE, args), ws)
-        rc, wall, rss = measured_run(
-            ["run", str(RECIPE), *args, "--to", "train", "--force", "train", "-w", str(ws)], env
-        )
-        assert rc == 0, f"{name} failed"
-        info = json.loads(
-            (ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text()
-        )
-        key = "input_feeding" if "input_feeding" in name else "fast"
-        res[name] = {
-            "real_tok_per_s": info["tokens_per_second"],
-            "steps": info["steps"],
-            "train_seconds": info["train_seconds"],
-            "stage_wall_s": round(wall, 1),
-            "peak_rss_mib": rss,
-            "parameters": info["parameters"],
-            "fraction_of_ceiling_default_alloc": round(
-                info["tokens_per_second"] / res["ceiling_default_alloc"][key], 3
-            ),  # type: ignore[index]
-            "fraction_of_ceiling_tuned_alloc": round(
-                info["tokens_per_second"] / res["ceiling_tuned_alloc"][key], 3
-            ),  # type: ignore[index]
-        }
+        res[name] = train_row(name, args, ws, env, res)
         print(json.dumps({name: res[name]}), file=sys.stderr)
 
     model = [*common, *VARIANTS[decode_variant], *budget]
@@ -328,27 +320,7 @@ def bench_mt(
         else f"{a.decode_model} model after {a.steps} updates; "
         "BLEU and output lengths are not those of a trained model"
     )
-    shortlist = ["decode.shortlist=10", "decode.shortlist_frequent=300"]
-    decode_rows = {
-        "decode_beam5": ["decode.search=beam", "decode.beam_size=5"],
-        "decode_greedy": ["decode.search=greedy"],
-        "decode_beam5_shortlist": ["decode.search=beam", "decode.beam_size=5", *shortlist],
-        "decode_greedy_shortlist": ["decode.search=greedy", *shortlist],
-        "decode_beam5_int8": ["decode.search=beam", "decode.beam_size=5", "decode.quantize=int8"],
-        "decode_greedy_int8": ["decode.search=greedy", "decode.quantize=int8"],
-        "decode_beam5_int8_shortlist": [
-            "decode.search=beam",
-            "decode.beam_size=5",
-            "decode.quantize=int8",
-            *shortlist,
-        ],
-        "decode_greedy_int8_shortlist": [
-            "decode.search=greedy",
-            "decode.quantize=int8",
-            *shortlist,
-        ],
-    }
-    for name, ov in decode_rows.items():
+    for name, ov in DECODE_ROWS.items():
         d, sc, rss = decode_and_score(
             RECIPE, [*model, *ov, "decode.checkpoint=last"], ws, env, name
         )
@@ -368,48 +340,74 @@ def bench_mt(
     # Joey NMT's decoding: its stored reference model through decode_ref.sh, right after ours
     joey_ref: dict[str, object] = dict(JOEY_REF_PUBLISHED, measured=False)
     if a.joey:
-        joey_ref = run_joey_decode_ref(t, ws / "joey_decode_ref", joey_ref)
+        joey_ref = run_joey_decode_ref(a.threads, ws / "joey_decode_ref", joey_ref)
     res["joeynmt_decode_ref"] = joey_ref
-
     # Joey NMT's training through bench.sh (its decode of that young model: reference only)
-    joey: dict[str, object] = dict(JOEY_PUBLISHED, measured=False)
-    if a.joey:
-        cmd = [
-            "bash",
-            str(JOEY_DIR / "bench.sh"),
-            "-b",
-            str(a.joey_budget),
-            "-t",
-            str(t),
-            "-s",
-            "en",
-            "-g",
-            "de",
-            "-o",
-            str(ws / "joey"),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode == 0 and line:
-            joey = dict(json.loads(line[-1]), measured=True)
-            young = {k: joey.pop(k) for k in list(joey) if k.startswith(("beam5_", "greedy_"))}
-            joey["young_model_decode"] = dict(
-                young,
-                note=f"Joey's model after {a.joey_budget} s of training; not the decode "
-                "yardstick (see joeynmt_decode_ref)",
-            )
-        else:
-            joey["error"] = proc.stderr[-500:]
-    res["joeynmt"] = joey
+    res["joeynmt"] = joey = (
+        run_joey_training(a, ws) if a.joey else dict(JOEY_PUBLISHED, measured=False)
+    )
+    res["ratios"] = ratios_to_joey(res, joey, joey_ref)
 
+
+def train_row(name: str, args: list[str], ws: Path, env: dict[str, str], res: dict) -> dict:
+    """One ``train_*`` row: the variant trained afresh (``--force train``), its real tokens/s
+    against the two measured ceilings (``res``), steps, seconds, wall time and peak RSS."""
+    from seqpipe.core.pipeline import Pipeline
+    from seqpipe.core.recipe import load_recipe
+
+    pipe = Pipeline(load_recipe(RECIPE, args), ws)
+    rc, wall, rss = measured_run(
+        ["run", str(RECIPE), *args, "--to", "train", "--force", "train", "-w", str(ws)], env
+    )
+    assert rc == 0, f"{name} failed"
+    info = json.loads((ws / "cache" / "train" / pipe.keys()["train"] / "train.json").read_text())
+    key = "input_feeding" if "input_feeding" in name else "fast"
+    tok_per_s = info["tokens_per_second"]
+    return {
+        "real_tok_per_s": tok_per_s,
+        "steps": info["steps"],
+        "train_seconds": info["train_seconds"],
+        "stage_wall_s": round(wall, 1),
+        "peak_rss_mib": rss,
+        "parameters": info["parameters"],
+        "fraction_of_ceiling_default_alloc": round(
+            tok_per_s / res["ceiling_default_alloc"][key], 3
+        ),
+        "fraction_of_ceiling_tuned_alloc": round(tok_per_s / res["ceiling_tuned_alloc"][key], 3),
+    }
+
+
+def run_joey_training(a: argparse.Namespace, ws: Path) -> dict[str, object]:
+    """Joey NMT trained for ``--joey-budget`` seconds by its bench.sh: real tokens/s; its
+    decode of that young model kept as a reference only (published figures if it fails)."""
+    joey: dict[str, object] = dict(JOEY_PUBLISHED, measured=False)
+    cmd = ["bash", str(JOEY_DIR / "bench.sh"), "-b", str(a.joey_budget), "-t", str(a.threads)]
+    cmd += ["-s", "en", "-g", "de", "-o", str(ws / "joey")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not line:
+        joey["error"] = proc.stderr[-500:]
+        return joey
+    joey = dict(json.loads(line[-1]), measured=True)
+    young = {k: joey.pop(k) for k in list(joey) if k.startswith(("beam5_", "greedy_"))}
+    joey["young_model_decode"] = dict(
+        young,
+        note=f"Joey's model after {a.joey_budget} s of training; not the decode "
+        "yardstick (see joeynmt_decode_ref)",
+    )
+    return joey
+
+
+def ratios_to_joey(res: dict, joey: dict, joey_ref: dict) -> dict[str, object]:
+    """Our training tokens/s over Joey's, and each decode row's sentences/s and words/s over
+    the reference model's (each decode row also gets its ratios)."""
     ratios: dict[str, object] = {}
-    jt = float(joey.get("train_tok_per_s", 0) or 0)  # type: ignore[arg-type]
+    jt = float(joey.get("train_tok_per_s", 0) or 0)
     if jt:
         for name in ("train_fast", "train_input_feeding"):
-            tok_per_s = res[name]["real_tok_per_s"]  # type: ignore[index]
-            ratios[f"{name}_vs_joey"] = round(tok_per_s / jt, 2)
-    for ours in decode_rows:
-        row: dict = res[ours]  # type: ignore[assignment]
+            ratios[f"{name}_vs_joey"] = round(res[name]["real_tok_per_s"] / jt, 2)
+    for ours in DECODE_ROWS:
+        row: dict = res[ours]
         mode = "beam5" if ours.startswith("decode_beam5") else "greedy"
         vs: dict[str, object] = {}
         for ratio, mine, theirs in (
@@ -417,13 +415,13 @@ def bench_mt(
             ("ratio_words_per_s", "words_per_s", f"{mode}_words_per_s"),
         ):
             if joey_ref.get(theirs):
-                vs[ratio] = round(row[mine] / float(joey_ref[theirs]), 2)  # type: ignore[arg-type]
+                vs[ratio] = round(row[mine] / float(joey_ref[theirs]), 2)
         vs["bleu"] = row["bleu"]
         vs["joey_bleu"] = joey_ref.get(f"{mode}_bleu")
         row.update({k: v for k, v in vs.items() if k.startswith("ratio_")})
         ratios[f"{ours}_vs_joey"] = vs
     ratios["joey_decode_measured"] = joey_ref.get("measured")
-    res["ratios"] = ratios
+    return ratios
 
 
 def run_joey_decode_ref(threads: int, run_dir: Path, fallback: dict[str, object]) -> dict:
