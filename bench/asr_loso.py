@@ -83,11 +83,15 @@ def transcribe(
     listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
     hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing), nice=nice).stdout.splitlines()
     res = score_asr([u.text for u in utts], hyps, normalization=norm)
-    return {
+    # the transcripts kept beside the list, and each figure on stderr as it comes
+    (ws / f"{name}.{split}.hyp").write_text("".join(h + "\n" for h in hyps))
+    out = {
         prefix + "utterances": len(utts),
         prefix + "wer": round(100 * res["wer"], 2),
         prefix + "cer": round(100 * res["cer"], 2),
     }
+    print(json.dumps({f"exp/{name} {split}": out}), file=sys.stderr, flush=True)
+    return out
 
 
 # later(out, transcribe, *args): out.update(transcribe(*args)), now or in a worker thread
