@@ -171,6 +171,8 @@ def main() -> None:
     )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
+    if a.decode_jobs < 0:
+        ap.error("--decode-jobs: 0 or more")
     if a.valid_only and (a.test_only or a.all_voices):
         ap.error("--valid-only: not with --test-only or --all-voices (no validation voice)")
     splits = ["valid"] * (not a.test_only) + ["test"] * (not a.valid_only)
