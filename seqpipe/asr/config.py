@@ -51,8 +51,9 @@ class ASRDataConfig(DataConfig):
     synthetic_voices: int = newkey(0, ge=0)
     synthetic_takes: int = newkey(10, ge=1)  # recordings of each digit per synthetic voice
     # fsdd_digits / fsdd_connected: FSDD speakers that the mirror's tarball leaves out (lucas),
-    # fetched file by file from FSDD's upstream commit (data/registry.yaml); they train unless
-    # named in test_speakers / valid_speakers
+    # fetched file by file from FSDD's upstream commit (data/registry.yaml), or speechcommands
+    # (Speech Commands' digit clips, many voices under one name); they train unless named in
+    # test_speakers / valid_speakers
     extra_speakers: list[str] = newkey([])
     # fsdd_digits / fsdd_connected: speakers in no split (nested validation: bench/asr_loso.py
     # keeps a fold's test voice out of the models that choose its settings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import tarfile
@@ -101,33 +102,51 @@ def fetch(dataset: str, rel: str) -> Path:
     return dest
 
 
-def extra_speakers(dataset: str) -> dict[str, dict[str, str]]:
-    """``{speaker: {url, list}}``: the speakers registry entry ``dataset`` can fetch beyond its
-    files (upstream recordings that the mirror's copy leaves out)."""
+def extra_speakers(dataset: str) -> dict[str, dict[str, Any]]:
+    """``{speaker: entry}``: the speakers registry entry ``dataset`` can fetch beyond its files
+    (upstream recordings that the mirror's copy leaves out). An entry is one ``{url, list}`` or
+    ``sources: [{url, list}, ...]``, and may name a ``layout`` other than FSDD's."""
     return dataset_entry(dataset).get("extra_speakers") or {}
 
 
-def fetch_extra_speaker(dataset: str, speaker: str) -> Path:
-    """The folder holding extra speaker ``speaker``'s upstream files (laid out as upstream:
-    ``recordings/...``), downloaded once into ``downloads/<dataset>/<speaker>/upstream/`` and
-    verified file by file."""
+def extra_speaker_entry(dataset: str, speaker: str) -> dict[str, Any]:
+    """Extra speaker ``speaker``'s registry entry; an unknown one is an :class:`InputError`."""
     known = extra_speakers(dataset)
     if speaker not in known:
         have = ", ".join(known) or "none"
         raise InputError(
             f"data.extra_speakers: {dataset} has no extra speaker {speaker!r} ({have})"
         )
-    return fetch_file_list(f"{dataset}/{speaker}/recordings", known[speaker])
+    return known[speaker]
+
+
+def extra_speaker_sources(entry: dict[str, Any]) -> list[dict[str, str]]:
+    """The ``{url, list}`` file lists an extra speaker's entry is made of."""
+    return entry.get("sources") or [entry]
+
+
+def fetch_extra_speaker(dataset: str, speaker: str) -> Path:
+    """The folder holding extra speaker ``speaker``'s upstream files (laid out as upstream,
+    FSDD's ``recordings/...`` unless its entry names another ``layout``), downloaded once into
+    ``downloads/<dataset>/<speaker>/upstream/`` and verified file by file."""
+    entry = extra_speaker_entry(dataset, speaker)
+    rel = f"{dataset}/{speaker}/recordings"
+    return [fetch_file_list(rel, source) for source in extra_speaker_sources(entry)][0]
 
 
 def extra_speaker_digest(dataset: str, speaker: str) -> str:
-    """sha256 of extra speaker ``speaker``'s file list (which names every file's sha256): what
-    identifies its data in a cache key ("unknown" for a speaker the registry lacks, which
-    prepare then refuses)."""
-    info = extra_speakers(dataset).get(speaker)
-    if info is None:
+    """sha256 of extra speaker ``speaker``'s file list (which names every file's sha256), or for
+    another layout of its lists' sha256s with the layout and its conversion settings: what
+    identifies its data in a cache key
+    ("unknown" for a speaker the registry lacks, which prepare then refuses)."""
+    entry = extra_speakers(dataset).get(speaker)
+    if entry is None:
         return "unknown"
-    return _sha256(REGISTRY_FILE.parent / info["list"])
+    digests = [_sha256(REGISTRY_FILE.parent / s["list"]) for s in extra_speaker_sources(entry)]
+    if "layout" not in entry:  # FSDD's layout, one list: that list's digest
+        return digests[0]
+    how = json.dumps([entry["layout"], entry.get("convert"), digests], sort_keys=True)
+    return hashlib.sha256(how.encode()).hexdigest()
 
 
 def read_file_list(name: str) -> list[tuple[str, str]]:

@@ -42,12 +42,15 @@ import numpy as np
 
 from seqpipe.core.stage import StageContext
 from seqpipe.data import asr_datasets as ds
-from seqpipe.data import synth
+from seqpipe.data import speech_commands, synth
 from seqpipe.data.registry import (
     _sha256,
     dataset_entry,
+    extra_speaker_entry,
+    extra_speaker_sources,
     fetch,
     fetch_extra_speaker,
+    read_file_list,
     registry_name,
 )
 from seqpipe.errors import InputError
@@ -190,8 +193,26 @@ def _yesno(ctx: StageContext) -> dict[str, ds.Utterances]:
 
 def _fsdd_roots(ctx: StageContext) -> list[Path]:
     """The extracted FSDD, then each of ``data.extra_speakers``' downloaded recordings."""
-    extra = [fetch_extra_speaker("fsdd", spk) for spk in ctx.recipe.data.extra_speakers]
+    extra = [_extra_speaker_root(ctx, spk) for spk in ctx.recipe.data.extra_speakers]
     return [_extract(ctx, _fetch(ctx, "fsdd_digits", ".tar.gz")), *extra]
+
+
+def _extra_speaker_root(ctx: StageContext, speaker: str) -> Path:
+    """A folder holding extra speaker ``speaker``'s ``recordings/`` in FSDD's layout: its
+    download, or for Speech Commands clips their conversion, written under the stage's output."""
+    entry = extra_speaker_entry("fsdd", speaker)
+    upstream = fetch_extra_speaker("fsdd", speaker)
+    layout = entry.get("layout", "fsdd")
+    if layout == "fsdd":
+        return upstream
+    if layout != "speech_commands":
+        raise InputError(f"data/registry.yaml: fsdd extra speaker {speaker}: layout {layout!r}?")
+    rels = [rel for src in extra_speaker_sources(entry) for _, rel in read_file_list(src["list"])]
+    out = ctx.out / "extra_speakers" / speaker
+    convert = speech_commands.Convert(**entry.get("convert", {}))
+    kept = speech_commands.write_digit_recordings(upstream, rels, out, speaker, convert)
+    ctx.log.info(f"prepare  {speaker}: {kept} of {len(rels)} Speech Commands digit clips")
+    return out
 
 
 def _fsdd_digits(ctx: StageContext) -> dict[str, ds.Utterances]:
