@@ -129,9 +129,9 @@ def fetch_extra_speaker(dataset: str, speaker: str) -> Path:
     """The folder holding extra speaker ``speaker``'s upstream files (laid out as upstream,
     FSDD's ``recordings/...`` unless its entry names another ``layout``), downloaded once into
     ``downloads/<dataset>/<speaker>/upstream/`` and verified file by file."""
-    entry = extra_speaker_entry(dataset, speaker)
-    rel = f"{dataset}/{speaker}/recordings"
-    return [fetch_file_list(rel, source) for source in extra_speaker_sources(entry)][0]
+    sources = extra_speaker_sources(extra_speaker_entry(dataset, speaker))
+    folders = {fetch_file_list(f"{dataset}/{speaker}/recordings", src) for src in sources}
+    return folders.pop()  # the lists' files all land in the speaker's one upstream folder
 
 
 def extra_speaker_digest(dataset: str, speaker: str) -> str:
