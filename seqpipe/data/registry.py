@@ -137,8 +137,8 @@ def fetch_extra_speaker(dataset: str, speaker: str) -> Path:
 def extra_speaker_digest(dataset: str, speaker: str) -> str:
     """sha256 of extra speaker ``speaker``'s file list (which names every file's sha256), or for
     another layout of its lists' sha256s with the layout and its conversion settings: what
-    identifies its data in a cache key
-    ("unknown" for a speaker the registry lacks, which prepare then refuses)."""
+    identifies its data in a cache key ("unknown" for a speaker the registry lacks, which
+    prepare then refuses)."""
     entry = extra_speakers(dataset).get(speaker)
     if entry is None:
         return "unknown"

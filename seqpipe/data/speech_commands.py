@@ -19,10 +19,9 @@ import numpy as np
 
 from seqpipe.data.asr_datasets import DIGIT_WORDS, DatasetError
 from seqpipe.data.audio import read_audio, resample, write_audio
+from seqpipe.data.synth import trim_silence
 
 log = logging.getLogger("seqpipe")
-
-FRAME_S = 0.01  # trimming works on 10 ms frames
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,6 @@ def clip_digit(rel: str) -> int:
         if word in DIGIT_WORDS:
             return DIGIT_WORDS.index(word)
     raise DatasetError(f"{rel}: a Speech Commands clip that is not a digit word")
-
-
-def trim_silence(wave: np.ndarray, sr: int, trim_db: float, margin_ms: int) -> np.ndarray:
-    """The span of ``wave`` (T,) from its first to its last 10 ms frame within ``trim_db`` of
-    its loudest frame, widened by ``margin_ms`` each side (whole frames). :return: (T',)"""
-    hop = int(sr * FRAME_S)
-    margin = round(margin_ms / (1000 * FRAME_S))
-    frames = wave[: len(wave) // hop * hop].reshape(-1, hop)
-    level = 10 * np.log10((frames**2).mean(axis=1) + 1e-10)
-    loud = np.flatnonzero(level > level.max() - trim_db)
-    start = max(0, (loud[0] - margin) * hop)
-    return wave[start : min(len(wave), (loud[-1] + margin + 1) * hop)]
 
 
 def write_digit_recordings(
@@ -81,7 +68,8 @@ def write_digit_recordings(
         if np.abs(wave).max() < convert.min_peak:
             log.info("prepare  %s: silent (peak < %s), left out", rel, convert.min_peak)
             continue
-        wave = resample(trim_silence(wave, sr, convert.trim_db, convert.margin_ms), sr, sample_rate)
+        wave = trim_silence(wave, sr, -convert.trim_db, convert.margin_ms / 1000)
+        wave = resample(wave, sr, sample_rate)
         wave = wave / max(1e-4, float(np.abs(wave).max())) * convert.peak
         write_audio(folder / f"{digit}_{speaker}_{kept}.wav", wave, sample_rate)
         kept += 1
