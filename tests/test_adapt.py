@@ -130,6 +130,9 @@ def test_adapt_and_transcribe_first_pass_is_the_plain_decode_and_groups_speakers
     assert out["speakers"] == 4  # a, b and two utterances without a speaker id
     assert len(out["nbest"]) == 7 and all(len(h) == 1 for h in out["nbest"])
     assert all(len(m) == 2 for m in out["losses"]["a"])  # one member, two rounds
+    assert len(out["rounds"]) == 2 and out["rounds"][-1] == [h[0][0] for h in out["nbest"]]
+    one = adapt_and_transcribe(model, lengths, lambda i: feats[i], speakers, epochs=2, lr=0.01)
+    assert out["rounds"][0] == one["rounds"][0]  # round 1 of 2 is the one-round run
     assert model.input_transform is None  # nothing left behind
     with pytest.raises(ValueError, match="2 speaker ids for 7 utterances"):
         adapt_and_transcribe(model, lengths, lambda i: feats[i], ["a", "b"], epochs=1, lr=0.01)

@@ -350,6 +350,14 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     assert "first pass WER" in proc.stdout + proc.stderr
     again = run_cli("run", str(SMALL), *args, "decode.adapt_rounds=2", cwd=fsdd_ws, timeout=300)
     assert again.returncode == 0 and "ran decode, score" in again.stderr, again.stderr
+    two = Pipeline(load_recipe(SMALL, [*args, "decode.adapt_rounds=2"]), fsdd_ws)
+    dec2 = two.store.get("decode", two.keys()["decode"]).path
+    rows = [line.split("\t") for line in (dec2 / "test.rounds.tsv").read_text().splitlines()]
+    assert len(rows) == 6 and {len(r) for r in rows} == {2}  # round 1 is the one-round run's
+    assert [r[0] for r in rows] == (dec / "test.hyp").read_text().splitlines()
+    assert [r[1] for r in rows] == (dec2 / "test.hyp").read_text().splitlines()
+    rounds = _scores(fsdd_ws, "asr_small")["splits"]["test"]["rounds"]
+    assert rounds["wer"] == [test["wer"]["score"], _scores_of(two)["wer"]["score"]]
     board = run_cli("leaderboard", "--format", "csv", cwd=fsdd_ws)
     assert board.returncode == 0 and "+lin x2 prior 1," in board.stdout
     assert "+lin prior 1," in board.stdout

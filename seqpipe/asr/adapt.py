@@ -225,9 +225,10 @@ def adapt_and_transcribe(
     :param prior_weight: the weight of the token prior term (module docstring; 0: none)
     :param token_counts: vocab; how often each token id occurs in the training targets (the
         prior; needed when ``prior_weight`` > 0)
-    :return: ``nbest`` (final), ``first_pass`` (n-best lists), ``first_pass_seconds``,
-        ``adapt_seconds`` (adaptation and the later passes), ``speakers`` (count),
-        ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
+    :return: ``nbest`` (final), ``rounds`` (each round's best token ids per utterance: how
+        the transcripts moved, the last one ``nbest``'s), ``first_pass`` (n-best lists),
+        ``first_pass_seconds``, ``adapt_seconds`` (adaptation and the later passes),
+        ``speakers`` (count), ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
         (``{speaker: [per member: [per round: epoch losses]]}``)
     """
     if targets not in ADAPT_TARGETS:
@@ -249,13 +250,15 @@ def adapt_and_transcribe(
     own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
     need = 0 if not own else len(own) if targets == "agreed" else len(own) // 2 + 1
     book = _Book(groups, len(run.members), rounds, log)
-    current = first
+    current, passes = first, []
     for rnd in range(rounds):
         current, own = _adapt_round(
             run, groups, load, lengths, (current, own), seed, rnd, book, need=need
         )
+        passes.append([_best(h) for h in current])
     return {
         "nbest": current,
+        "rounds": passes,
         "first_pass": first,
         "first_pass_seconds": first_secs,
         "adapt_seconds": time.perf_counter() - t0,

@@ -3,6 +3,8 @@
 Output per split: ``{split}.hyp`` (one transcript per utterance, in manifest order),
 ``{split}.ids`` (the utterance ids, same order), ``{split}.pass1`` (the first pass's
 transcripts, when ``decode.adapt`` adapts to each speaker: see :mod:`seqpipe.asr.adapt`),
+``{split}.rounds.tsv`` (with ``decode.adapt_rounds`` > 1: each round's transcripts, a line per
+utterance, a tab-separated column per round, the last one ``{split}.hyp``'s),
 ``{split}.nbest.tsv`` when ``decode.nbest > 1`` (beam searches), and ``decode.json`` with the
 settings, the checkpoint and the speed: real-time factor = decoding seconds / audio seconds
 (with adaptation: all passes and the adaptation; ``rtf_first_pass`` the first pass alone).
@@ -102,6 +104,11 @@ def _decode_split(
         secs = adapted["first_pass_seconds"] + adapted["adapt_seconds"]
         first = [h[0][0] if h else [] for h in adapted["first_pass"]]
         write_lines(ctx.out / f"{split}.pass1", tok.decode_tgt(first))
+        if len(adapted["rounds"]) > 1:  # each round's transcripts, a column per round
+            cols = [tok.decode_tgt(r) for r in adapted["rounds"]]
+            write_lines(
+                ctx.out / f"{split}.rounds.tsv", ["\t".join(t) for t in zip(*cols, strict=True)]
+            )
     else:
         nb, secs = transcribe(model, store.lengths, load, s, device=device)
     write_lines(ctx.out / f"{split}.hyp", tok.decode_tgt([h[0][0] if h else [] for h in nb]))

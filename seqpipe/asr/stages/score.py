@@ -9,6 +9,7 @@ with ``score.asr_normalization``. ``scores.json``::
                 "substitutions": S, "insertions": I, "deletions": D},
         "cer": {"score": <percent>, "normalization": ..., "errors": ..., "ref_chars": ...},
         "first_pass": {"wer": <percent>, "cer": <percent>},   # decode.adapt only
+        "rounds": {"wer": [<percent> per round], "cer": [...]},  # decode.adapt_rounds > 1
         "confusions": {"substitutions": [[ref, hyp, n]...], "insertions": [[w, n]...],
                        "deletions": [[w, n]...]}}}}
 
@@ -18,6 +19,7 @@ plus ``{split}.errors.txt``, the per-utterance error report (icefall style).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from seqpipe.asr.scoring import score_asr, write_error_report
@@ -62,13 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     **{k: counts[k] for k in ("substitutions", "insertions", "deletions")},
                 }
         entry["utterances_with_errors"] = sum(1 for r in res["utterances"] if r["errors"])
-        pass1 = dec / f"{split}.pass1"
-        if pass1.is_file():  # decode.adapt: the first pass, before adapting to each speaker
-            hyps1 = read_lines(pass1)
-            if len(hyps1) != len(ids):
-                raise InputError(f"{pass1}: {len(hyps1)} lines but {len(ids)} utterance ids")
-            res1 = score_asr([refs[u] for u in ids], hyps1, normalization=cfg.asr_normalization)
-            entry["first_pass"] = {m: round(100 * res1[m], 2) for m in metrics}
+        entry.update(_adaptation_passes(dec, split, [refs[u] for u in ids], metrics, cfg))
         entry["confusions"] = res["confusions"]
         out["splits"][split] = entry
         ctx.log.info(
@@ -91,3 +87,29 @@ def run(ctx: StageContext) -> dict[str, Any]:
             s: {k: v for k, v in e.items() if k != "confusions"} for s, e in out["splits"].items()
         }
     }
+
+
+def _adaptation_passes(
+    dec: Path, split: str, refs: list[str], metrics: list[str], cfg: Any
+) -> dict[str, Any]:
+    """decode.adapt: the first pass's scores (``first_pass``: before adapting to each speaker)
+    and, with several rounds, each round's (``rounds``: {metric: [per round]}, the last one the
+    split's own figure); {} when the split was not adapted."""
+
+    def scored(path: Path, hyps: list[str]) -> dict[str, float]:
+        if len(hyps) != len(refs):
+            raise InputError(f"{path}: {len(hyps)} lines but {len(refs)} utterance ids")
+        res = score_asr(refs, hyps, normalization=cfg.asr_normalization)
+        return {m: round(100 * res[m], 2) for m in metrics}
+
+    out: dict[str, Any] = {}
+    pass1, rounds = dec / f"{split}.pass1", dec / f"{split}.rounds.tsv"
+    if pass1.is_file():
+        out["first_pass"] = scored(pass1, read_lines(pass1))
+    if rounds.is_file():
+        rows = [line.split("\t") for line in read_lines(rounds)]
+        if len({len(r) for r in rows}) > 1:
+            raise InputError(f"{rounds}: lines of {sorted({len(r) for r in rows})} columns")
+        per_round = [scored(rounds, list(col)) for col in zip(*rows, strict=True)] or [{}]
+        out["rounds"] = {m: [r[m] for r in per_round] for m in per_round[0]}
+    return out
