@@ -17,12 +17,18 @@ voices' mean (``--valid-only`` reads no test voice: for exploring); the test WER
 per recipe change (``--test-only`` after a decode-only change chosen that way). Decode-only
 overrides (``decode.*``) reuse the folds' trained models.
 
+``--by-round`` (with ``--valid-only``): the validation voices are decoded by the recipe's own
+decode stage instead (``decode.splits=[valid]``; the same transcripts as ``seqpipe transcribe``,
+a test says so), which scores the first pass and every adaptation round: per voice and round, and
+the mean and worst per round, so one run with ``decode.adapt_rounds=N`` shows rounds 1..N.
+
 ``--all-voices``: each fold trains on all four other voices instead, its validation split their
 takes 0-4 (``data.valid_speakers=[]``): one voice more to learn from, but checkpoints chosen on
 voices already heard (the comparison behind the recipe's ``valid_speakers``; test voices only).
 
 Usage: python bench/asr_loso.py [--workspace bench_out/loso] [--voices george,jackson]
-                                [--seed 1234] [--valid-only | --test-only] [--all-voices]
+                                [--seed 1234] [--valid-only [--by-round] | --test-only]
+                                [--all-voices]
                                 [--decode-jobs 2] [KEY=VALUE ...]
 """
 
@@ -94,6 +100,20 @@ def transcribe(
     return out
 
 
+def stage_rounds(ws: Path, name: str, run_args: list[str], nice: int = 0) -> dict[str, object]:
+    """The decode stage on ``exp/<name>``'s valid split (``run_args``: the fold's ``seqpipe run``
+    arguments): its WER, its first pass's and each adaptation round's (``scores.json``)."""
+    seqpipe(ws, "run", RECIPE, *run_args, "decode.splits=[valid]", nice=nice)
+    split = json.loads((ws / "exp" / name / "scores.json").read_text())["splits"]["valid"]
+    out = {
+        "valid_wer": split["wer"]["score"],
+        "valid_first_pass_wer": split["first_pass"]["wer"],
+        "valid_wer_by_round": split["rounds"]["wer"],
+    }
+    print(json.dumps({f"exp/{name} valid": out}), file=sys.stderr, flush=True)
+    return out
+
+
 # later(out, transcribe, *args): out.update(transcribe(*args)), now or in a worker thread
 Later = Callable[..., None]
 
@@ -106,6 +126,7 @@ def fold(
     overrides: list[str],
     splits: list[str],
     later: Later,
+    by_round: bool = False,
 ) -> dict:
     """Hold out ``voice``; the validation figure comes from the next voice (cyclically), never
     from a training voice. ``mode``:
@@ -133,14 +154,18 @@ def fold(
         later(out, transcribe, ws, nested, "test", "valid_")
     if "test" in splits or mode == "next":
         out.update(train(ws, name, seed, data, overrides))
-    if "valid" in splits and mode == "next":
+    if "valid" in splits and mode == "next" and by_round:
+        run_args = [f"name={name}", f"seed={seed}", *data, *overrides]
+        later(out, stage_rounds, ws, name, run_args)
+    elif "valid" in splits and mode == "next":
         later(out, transcribe, ws, name, "valid", "valid_")
     if "test" in splits:
         later(out, transcribe, ws, name, "test")
     return out
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, str]:
+    """The command line, checked; and the validation mode it means (``fold``'s ``mode``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, default=REPO / "bench_out" / "loso")
     ap.add_argument("--voices", default=",".join(VOICES), help="the voices to hold out")
@@ -154,6 +179,12 @@ def main() -> None:
         "--test-only",
         action="store_true",
         help="transcribe the test voices only (a decode-only change chosen with --valid-only)",
+    )
+    ap.add_argument(
+        "--by-round",
+        action="store_true",
+        help="with --valid-only: the decode stage decodes the validation voices, every "
+        "adaptation round scored (choosing decode.adapt_rounds in one run)",
     )
     ap.add_argument(
         "--all-voices",
@@ -175,14 +206,23 @@ def main() -> None:
         ap.error("--decode-jobs: 0 or more")
     if a.valid_only and (a.test_only or a.all_voices):
         ap.error("--valid-only: not with --test-only or --all-voices (no validation voice)")
-    splits = ["valid"] * (not a.test_only) + ["test"] * (not a.valid_only)
-    os.environ.setdefault("SEQPIPE_MIRROR", str(REPO.parent / "shared" / "data"))
-    ws = a.workspace.resolve()
-    ws.mkdir(parents=True, exist_ok=True)
+    if a.by_round and not a.valid_only:
+        ap.error("--by-round: with --valid-only")
     from seqpipe.core.recipe import load_recipe
 
     own = load_recipe(RECIPE, a.overrides).data.valid_speakers
     mode = "all" if a.all_voices else "fixed" if own and not set(own) & set(VOICES) else "next"
+    if a.by_round and mode != "next":
+        ap.error("--by-round: the validation voice must be the next of the five (not nested)")
+    return a, mode
+
+
+def main() -> None:
+    os.environ.setdefault("SEQPIPE_MIRROR", str(REPO.parent / "shared" / "data"))
+    a, mode = parse_args()
+    splits = ["valid"] * (not a.test_only) + ["test"] * (not a.valid_only)
+    ws = a.workspace.resolve()
+    ws.mkdir(parents=True, exist_ok=True)
     pool = ThreadPoolExecutor(max_workers=max(a.decode_jobs, 1))
     pending: list[tuple[dict, Future]] = []
 
@@ -194,7 +234,7 @@ def main() -> None:
 
     folds = {}
     for voice in a.voices.split(","):
-        folds[voice] = fold(ws, voice, mode, a.seed, a.overrides, splits, later)
+        folds[voice] = fold(ws, voice, mode, a.seed, a.overrides, splits, later, a.by_round)
         if not a.decode_jobs:
             print(json.dumps({voice: folds[voice]}), file=sys.stderr, flush=True)
     for out, job in pending:
@@ -202,6 +242,11 @@ def main() -> None:
     pool.shutdown()
     if a.decode_jobs:
         print(json.dumps(folds), file=sys.stderr, flush=True)
+    print(json.dumps(summary(a, mode, splits, folds), indent=2))
+
+
+def summary(a: argparse.Namespace, mode: str, splits: list[str], folds: dict) -> dict:
+    """The printed JSON: the folds and their means and worsts."""
     out: dict[str, object] = {
         "recipe": "recipes/asr_small.yaml",
         "seed": a.seed,
@@ -215,12 +260,16 @@ def main() -> None:
         valid = [f["valid_wer"] for f in folds.values()]
         out["mean_valid_wer"] = round(sum(valid) / len(valid), 2)
         out["worst_valid_wer"] = max(valid)
+    if a.by_round:
+        by_round = list(zip(*(f["valid_wer_by_round"] for f in folds.values()), strict=True))
+        out["mean_valid_wer_by_round"] = [round(sum(r) / len(r), 2) for r in by_round]
+        out["worst_valid_wer_by_round"] = [max(r) for r in by_round]
     if "test" in splits:
         wers = [f["wer"] for f in folds.values()]
         out["mean_wer"] = round(sum(wers) / len(wers), 2)
         out["worst_wer"] = max(wers)
         out["worst_voice"] = max(folds, key=lambda v: folds[v]["wer"])
-    print(json.dumps(out, indent=2))
+    return out
 
 
 if __name__ == "__main__":
