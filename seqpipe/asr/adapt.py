@@ -228,8 +228,8 @@ def adapt_and_transcribe(
     :return: ``nbest`` (final), ``rounds`` (each round's best token ids per utterance: how
         the transcripts moved, the last one ``nbest``'s), ``first_pass`` (n-best lists),
         ``first_pass_seconds``, ``adapt_seconds`` (adaptation and the later passes),
-        ``speakers`` (count), ``trained`` (``{speaker: utterances trained on, per round}``) and ``losses``
-        (``{speaker: [per member: [per round: epoch losses]]}``)
+        ``speakers`` (count), ``trained`` (``{speaker: utterances trained on, per round}``)
+        and ``losses`` (``{speaker: [per member: [per round: epoch losses]]}``)
     """
     if targets not in ADAPT_TARGETS:
         raise ValueError(f"adapt targets {targets!r}; use one of {ADAPT_TARGETS}")
