@@ -61,11 +61,17 @@ def seqpipe(ws: Path, *args: str, nice: int = 0) -> subprocess.CompletedProcess[
     return proc
 
 
-def train(ws: Path, name: str, seed: int, data: list[str], overrides: list[str]) -> dict:
-    """``seqpipe run`` the recipe into ``exp/<name>`` up to training: its training minutes and
-    each member's greedy WER on its validation split at its best checkpoint."""
+def run_args(name: str, seed: int, data: list[str], overrides: list[str]) -> list[str]:
+    """A fold's ``seqpipe run`` arguments after the recipe: into ``exp/<name>``, at ``seed``."""
+    return [f"name={name}", f"seed={seed}", *data, *overrides]
+
+
+def train(ws: Path, args: list[str]) -> dict:
+    """``seqpipe run`` the recipe with ``args`` (``run_args``) up to training: its training
+    minutes and each member's greedy WER on its validation split at its best checkpoint."""
     t0 = time.perf_counter()
-    seqpipe(ws, "run", RECIPE, f"name={name}", f"seed={seed}", *data, *overrides, "--to", "train")
+    seqpipe(ws, "run", RECIPE, *args, "--to", "train")
+    name = args[0].removeprefix("name=")
     info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
     best = info["best"] if isinstance(info["best"], list) else [info["best"]]
     return {
@@ -100,10 +106,10 @@ def transcribe(
     return out
 
 
-def stage_rounds(ws: Path, name: str, run_args: list[str], nice: int = 0) -> dict[str, object]:
-    """The decode stage on ``exp/<name>``'s valid split (``run_args``: the fold's ``seqpipe run``
-    arguments): its WER, its first pass's and each adaptation round's (``scores.json``)."""
-    seqpipe(ws, "run", RECIPE, *run_args, "decode.splits=[valid]", nice=nice)
+def stage_rounds(ws: Path, name: str, args: list[str], nice: int = 0) -> dict[str, object]:
+    """The decode stage on ``exp/<name>``'s valid split (``args``: the fold's ``run_args``): its
+    WER, its first pass's and each adaptation round's (``scores.json``)."""
+    seqpipe(ws, "run", RECIPE, *args, "decode.splits=[valid]", nice=nice)
     split = json.loads((ws / "exp" / name / "scores.json").read_text())["splits"]["valid"]
     out = {
         "valid_wer": split["wer"]["score"],
@@ -144,19 +150,14 @@ def fold(
     out: dict[str, object] = {"valid_voice": None if mode == "all" else nxt}
     if "valid" in splits and mode == "fixed":
         nested = f"loso-{voice}-{nxt}-s{seed}"
-        out["nested"] = train(
-            ws,
-            nested,
-            seed,
-            [f"data.test_speakers=[{nxt}]", f"data.exclude_speakers=[{voice}]"],
-            overrides,
-        )
+        nested_data = [f"data.test_speakers=[{nxt}]", f"data.exclude_speakers=[{voice}]"]
+        out["nested"] = train(ws, run_args(nested, seed, nested_data, overrides))
         later(out, transcribe, ws, nested, "test", "valid_")
+    args = run_args(name, seed, data, overrides)
     if "test" in splits or mode == "next":
-        out.update(train(ws, name, seed, data, overrides))
+        out.update(train(ws, args))
     if "valid" in splits and mode == "next" and by_round:
-        run_args = [f"name={name}", f"seed={seed}", *data, *overrides]
-        later(out, stage_rounds, ws, name, run_args)
+        later(out, stage_rounds, ws, name, args)
     elif "valid" in splits and mode == "next":
         later(out, transcribe, ws, name, "valid", "valid_")
     if "test" in splits:
