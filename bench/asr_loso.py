@@ -66,12 +66,12 @@ def run_args(name: str, seed: int, data: list[str], overrides: list[str]) -> lis
     return [f"name={name}", f"seed={seed}", *data, *overrides]
 
 
-def train(ws: Path, args: list[str]) -> dict:
-    """``seqpipe run`` the recipe with ``args`` (``run_args``) up to training: its training
-    minutes and each member's greedy WER on its validation split at its best checkpoint."""
+def train(ws: Path, name: str, args: list[str]) -> dict:
+    """``seqpipe run`` the recipe with ``args`` (``run_args``: into ``exp/<name>``) up to
+    training: its training minutes and each member's greedy WER on its validation split at its
+    best checkpoint."""
     t0 = time.perf_counter()
     seqpipe(ws, "run", RECIPE, *args, "--to", "train")
-    name = args[0].removeprefix("name=")
     info = json.loads((ws / "exp" / name / "train" / "train.json").read_text())
     best = info["best"] if isinstance(info["best"], list) else [info["best"]]
     return {
@@ -151,11 +151,11 @@ def fold(
     if "valid" in splits and mode == "fixed":
         nested = f"loso-{voice}-{nxt}-s{seed}"
         nested_data = [f"data.test_speakers=[{nxt}]", f"data.exclude_speakers=[{voice}]"]
-        out["nested"] = train(ws, run_args(nested, seed, nested_data, overrides))
+        out["nested"] = train(ws, nested, run_args(nested, seed, nested_data, overrides))
         later(out, transcribe, ws, nested, "test", "valid_")
     args = run_args(name, seed, data, overrides)
     if "test" in splits or mode == "next":
-        out.update(train(ws, args))
+        out.update(train(ws, name, args))
     if "valid" in splits and mode == "next" and by_round:
         later(out, stage_rounds, ws, name, args)
     elif "valid" in splits and mode == "next":
