@@ -8,19 +8,19 @@ sixth speaker, ``data.extra_speakers``), each fold trains on the four other voic
 validation figure is nested: a second model, trained with the test voice and the next voice
 both kept out (``data.exclude_speakers``), transcribes the next voice. Otherwise the next voice
 validates and the other three train. Each fold runs the recipe (its own training budget) into
-one workspace, then `seqpipe transcribe` decodes the validation voice's utterances and the
-held-out voice's test utterances from list files with a speaker column, as a user would
-(speaker normalisation and adaptation as the recipe says); the transcripts are scored with the
-recipe's normalisation. Reports per voice the test WER and the validation voice's WER, their
-means and worsts, and each fold's training minutes. Settings are chosen on the validation
-voices' mean (``--valid-only`` reads no test voice: for exploring); the test WER is read once
-per recipe change (``--test-only`` after a decode-only change chosen that way). Decode-only
-overrides (``decode.*``) reuse the folds' trained models.
+one workspace, its decode stage transcribing the validation voice's and the held-out voice's
+utterances (speaker normalisation and adaptation as the recipe says; the same transcripts as
+`seqpipe transcribe` with a speaker column, a test says so) and its score stage scoring them
+with the recipe's normalisation. Every stage is cached in the workspace, so a rerun of an
+interrupted run trains and decodes only the folds not finished. Reports per voice the test WER
+and the validation voice's WER, their means and worsts, and each fold's training minutes.
+Settings are chosen on the validation voices' mean (``--valid-only`` reads no test voice: for
+exploring); the test WER is read once per recipe change (``--test-only`` after a decode-only
+change chosen that way). Decode-only overrides (``decode.*``) reuse the folds' trained models.
 
-``--by-round`` (with ``--valid-only``): the validation voices are decoded by the recipe's own
-decode stage instead (``decode.splits=[valid]``; the same transcripts as ``seqpipe transcribe``,
-a test says so), which scores the first pass and every adaptation round: per voice and round, and
-the mean and worst per round, so one run with ``decode.adapt_rounds=N`` shows rounds 1..N.
+``--by-round`` (with ``--valid-only``): the validation voices' first pass and every adaptation
+round scored, per voice and round, and the mean and worst per round, so one run with
+``decode.adapt_rounds=N`` shows rounds 1..N.
 
 ``--all-voices``: each fold trains on all four other voices instead, its validation split their
 takes 0-4 (``data.valid_speakers=[]``): one voice more to learn from, but checkpoints chosen on
@@ -80,47 +80,37 @@ def train(ws: Path, name: str, args: list[str]) -> dict:
     }
 
 
-def transcribe(
-    ws: Path, name: str, split: str, prefix: str = "", nice: int = 0
+def decoded(
+    ws: Path,
+    name: str,
+    args: list[str],
+    splits: list[str],
+    by_round: bool = False,
+    valid: str = "valid",
+    nice: int = 0,
 ) -> dict[str, object]:
-    """`seqpipe transcribe` the utterances of ``split`` of ``exp/<name>`` from a list file with a
-    speaker column, as a user would; scored with the recipe's normalisation."""
-    from seqpipe.asr.scoring import score_asr
-    from seqpipe.core.recipe import load_recipe
-    from seqpipe.data.asr_datasets import read_manifest
-
-    norm = load_recipe(str(ws / "exp" / name / "recipe.yaml"), []).score.asr_normalization
-    utts = read_manifest(ws / "exp" / name / "prepare" / f"{split}.tsv")
-    listing = ws / f"{name}.{split}.lst"
-    listing.write_text("".join(f"{u.path}\t{u.speaker}\n" for u in utts))
-    hyps = seqpipe(ws, "transcribe", f"exp/{name}", str(listing), nice=nice).stdout.splitlines()
-    res = score_asr([u.text for u in utts], hyps, normalization=norm)
-    # the transcripts kept beside the list, and each figure on stderr as it comes
-    (ws / f"{name}.{split}.hyp").write_text("".join(h + "\n" for h in hyps))
-    out = {
-        prefix + "utterances": len(utts),
-        prefix + "wer": round(100 * res["wer"], 2),
-        prefix + "cer": round(100 * res["cer"], 2),
-    }
-    print(json.dumps({f"exp/{name} {split}": out}), file=sys.stderr, flush=True)
+    """The recipe's decode and score stages on ``exp/<name>``'s ``splits`` (``args``: its
+    ``run_args``), cached in the workspace like any stage: a rerun after an interruption decodes
+    only what is unfinished. Each split's utterances, WER and CER, the keys of ``valid`` (the
+    split holding the validation voice) prefixed ``valid_``; ``by_round``: that split's first
+    pass and every adaptation round's WER too (never a test voice's: it is read once, at the
+    chosen round)."""
+    seqpipe(ws, "run", RECIPE, *args, f"decode.splits=[{','.join(splits)}]", nice=nice)
+    scores = json.loads((ws / "exp" / name / "scores.json").read_text())["splits"]
+    out: dict[str, object] = {}
+    for split in splits:
+        s, prefix = scores[split], "valid_" if split == valid else ""
+        out[prefix + "utterances"] = s["sentences"]
+        out[prefix + "wer"] = s["wer"]["score"]
+        out[prefix + "cer"] = s["cer"]["score"]
+        if by_round and split == valid:
+            out["valid_first_pass_wer"] = s["first_pass"]["wer"]
+            out["valid_wer_by_round"] = s["rounds"]["wer"]
+    print(json.dumps({f"exp/{name} {','.join(splits)}": out}), file=sys.stderr, flush=True)
     return out
 
 
-def stage_rounds(ws: Path, name: str, args: list[str], nice: int = 0) -> dict[str, object]:
-    """The decode stage on ``exp/<name>``'s valid split (``args``: the fold's ``run_args``): its
-    WER, its first pass's and each adaptation round's (``scores.json``)."""
-    seqpipe(ws, "run", RECIPE, *args, "decode.splits=[valid]", nice=nice)
-    split = json.loads((ws / "exp" / name / "scores.json").read_text())["splits"]["valid"]
-    out = {
-        "valid_wer": split["wer"]["score"],
-        "valid_first_pass_wer": split["first_pass"]["wer"],
-        "valid_wer_by_round": split["rounds"]["wer"],
-    }
-    print(json.dumps({f"exp/{name} valid": out}), file=sys.stderr, flush=True)
-    return out
-
-
-# later(out, transcribe, *args): out.update(transcribe(*args)), now or in a worker thread
+# later(out, decoded, *args): out.update(decoded(*args)), now or in a worker thread
 Later = Callable[..., None]
 
 
@@ -151,17 +141,16 @@ def fold(
     if "valid" in splits and mode == "fixed":
         nested = f"loso-{voice}-{nxt}-s{seed}"
         nested_data = [f"data.test_speakers=[{nxt}]", f"data.exclude_speakers=[{voice}]"]
-        out["nested"] = train(ws, nested, run_args(nested, seed, nested_data, overrides))
-        later(out, transcribe, ws, nested, "test", "valid_")
+        nested_args = run_args(nested, seed, nested_data, overrides)
+        out["nested"] = train(ws, nested, nested_args)
+        later(out, decoded, ws, nested, nested_args, ["test"], by_round, "test")
     args = run_args(name, seed, data, overrides)
     if "test" in splits or mode == "next":
         out.update(train(ws, name, args))
-    if "valid" in splits and mode == "next" and by_round:
-        later(out, stage_rounds, ws, name, args)
-    elif "valid" in splits and mode == "next":
-        later(out, transcribe, ws, name, "valid", "valid_")
-    if "test" in splits:
-        later(out, transcribe, ws, name, "test")
+    # one decode stage a model: two runs of one experiment at once would share exp/<name>
+    own = [s for s in splits if s == "test" or mode == "next"]
+    if own:
+        later(out, decoded, ws, name, args, own, by_round)
     return out
 
 
@@ -184,8 +173,8 @@ def parse_args() -> tuple[argparse.Namespace, str]:
     ap.add_argument(
         "--by-round",
         action="store_true",
-        help="with --valid-only: the decode stage decodes the validation voices, every "
-        "adaptation round scored (choosing decode.adapt_rounds in one run)",
+        help="with --valid-only: the validation voices' every adaptation round scored "
+        "(choosing decode.adapt_rounds in one run)",
     )
     ap.add_argument(
         "--all-voices",
@@ -197,9 +186,9 @@ def parse_args() -> tuple[argparse.Namespace, str]:
         "--decode-jobs",
         type=int,
         default=0,
-        help="N > 0: up to N transcriptions (one thread each) at once, at nice 19 beside the "
+        help="N > 0: up to N folds' decodes (one thread each) at once, at nice 19 beside the "
         "next folds' trainings, which keep their cores and train.max_minutes: the same WERs "
-        "sooner (0: each fold transcribed after its training)",
+        "sooner (0: each fold decoded after its training)",
     )
     ap.add_argument("overrides", nargs="*", help="recipe overrides, KEY=VALUE")
     a = ap.parse_args()
@@ -213,8 +202,6 @@ def parse_args() -> tuple[argparse.Namespace, str]:
 
     own = load_recipe(RECIPE, a.overrides).data.valid_speakers
     mode = "all" if a.all_voices else "fixed" if own and not set(own) & set(VOICES) else "next"
-    if a.by_round and mode != "next":
-        ap.error("--by-round: the validation voice must be the next of the five (not nested)")
     return a, mode
 
 
