@@ -110,7 +110,7 @@ def decoded(
     return out
 
 
-# later(out, decoded, *args): out.update(decoded(*args)), now or in a worker thread
+# later(out, decoded, *args, **kw): out.update(decoded(*args, **kw)), now or in a worker thread
 Later = Callable[..., None]
 
 
@@ -143,14 +143,14 @@ def fold(
         nested_data = [f"data.test_speakers=[{nxt}]", f"data.exclude_speakers=[{voice}]"]
         nested_args = run_args(nested, seed, nested_data, overrides)
         out["nested"] = train(ws, nested, nested_args)
-        later(out, decoded, ws, nested, nested_args, ["test"], by_round, "test")
+        later(out, decoded, ws, nested, nested_args, ["test"], by_round=by_round, valid="test")
     args = run_args(name, seed, data, overrides)
     if "test" in splits or mode == "next":
         out.update(train(ws, name, args))
     # one decode stage a model: two runs of one experiment at once would share exp/<name>
     own = [s for s in splits if s == "test" or mode == "next"]
     if own:
-        later(out, decoded, ws, name, args, own, by_round)
+        later(out, decoded, ws, name, args, own, by_round=by_round)
     return out
 
 
@@ -214,11 +214,11 @@ def main() -> None:
     pool = ThreadPoolExecutor(max_workers=max(a.decode_jobs, 1))
     pending: list[tuple[dict, Future]] = []
 
-    def later(out: dict, fn: Callable[..., dict], *args: object) -> None:
+    def later(out: dict, fn: Callable[..., dict], *args: object, **kw: object) -> None:
         if a.decode_jobs:
-            pending.append((out, pool.submit(fn, *args, nice=19)))
+            pending.append((out, pool.submit(fn, *args, **kw, nice=19)))
         else:
-            out.update(fn(*args))
+            out.update(fn(*args, **kw))
 
     folds = {}
     for voice in a.voices.split(","):
