@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,7 @@ MIRROR = Path(os.environ["SEQPIPE_MIRROR"])
 # the tests' own tmp folders (-w defaults to the cwd), downloads land in a temporary folder.
 os.environ.pop("SEQPIPE_WORKSPACE", None)
 os.environ["SEQPIPE_DOWNLOADS"] = tempfile.mkdtemp(prefix="seqpipe-test-downloads-")
+atexit.register(shutil.rmtree, os.environ["SEQPIPE_DOWNLOADS"], ignore_errors=True)
 # Subprocesses (`python -m seqpipe`, torchrun) import the checkout under test, whatever the
 # shared venv's editable install points at.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
