@@ -74,9 +74,8 @@ def test_compare_gives_sacrebleus_p_values_and_p_1_against_itself(two_runs: Path
 
 
 def test_compare_refuses_other_references(two_runs: Path):
-    run_cli(
-        "run", RECIPE, *FLOOR, "data.max_eval_lines=100", "name=short", cwd=two_runs, check=True
-    )
+    short = ["data.max_eval_lines=100", "train.max_steps=20", "decode.search=greedy"]  # cheap
+    run_cli("run", RECIPE, *FLOOR, *short, "name=short", cwd=two_runs, check=True)
     proc = run_cli("compare", "exp/beam", "exp/short", cwd=two_runs)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "exp/short: its 'test' references differ from exp/beam's" in proc.stderr
