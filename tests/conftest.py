@@ -68,6 +68,16 @@ def run_cli(
     return proc
 
 
+@pytest.fixture(scope="session")
+def yesno_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """recipes/asr_yesno.yaml as shipped, run once through the CLI: its workspace and that run's
+    output, for the tests that check the run and those that read its experiment."""
+    ws = tmp_path_factory.mktemp("yesno")
+    return ws, run_cli("run", str(REPO / "recipes" / "asr_yesno.yaml"), cwd=ws, timeout=300)
+
+
 def write_recipe(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

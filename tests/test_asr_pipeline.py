@@ -48,18 +48,18 @@ def _scores(ws: Path, name: str) -> dict:
     return json.loads((ws / "exp" / name / "scores.json").read_text())
 
 
-def test_yesno_end_to_end_through_the_cli(tmp_path: Path):
-    proc = run_cli("run", str(YESNO), cwd=tmp_path, timeout=300)
+def test_yesno_end_to_end_through_the_cli(yesno_run: tuple[Path, subprocess.CompletedProcess]):
+    ws, proc = yesno_run
     assert proc.returncode == 0, proc.stderr
     assert "ran prepare, features, train, decode, score" in proc.stderr
-    scores = _scores(tmp_path, "asr_yesno")
+    scores = _scores(ws, "asr_yesno")
     test = scores["splits"]["test"]
     assert scores["task"] == "asr" and test["sentences"] == 30
     assert test["wer"]["normalization"] == "lower,strip_punct,collapse_space"
     assert test["wer"]["ref_words"] == 240
     assert test["wer"]["score"] <= 5.0, proc.stdout  # the recipe reaches 0.83 %
     assert f"WER {test['wer']['score']:.2f}" in proc.stdout
-    exp = tmp_path / "exp" / "asr_yesno"
+    exp = ws / "exp" / "asr_yesno"
     # prepare: Kaldi split, valid held out of train (never the test half)
     prep = (exp / "prepare").resolve()
     ids = {
@@ -78,7 +78,7 @@ def test_yesno_end_to_end_through_the_cli(tmp_path: Path):
     report = (exp / "score" / "test.errors.txt").read_text()
     assert report.startswith("%WER") and all(i in report for i in ids["test"])
     # a second run is fully cached
-    again = run_cli("run", str(YESNO), cwd=tmp_path, check=True)
+    again = run_cli("run", str(YESNO), cwd=ws, check=True)
     assert "5 stage(s) up to date" in again.stderr
 
 
