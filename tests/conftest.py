@@ -68,6 +68,34 @@ def run_cli(
     return proc
 
 
+# mt_small's quality floor: 300 updates on 2,000 Multi30k pairs, BLEU ~6, outputs that differ
+# between searches
+MT_FLOOR = [
+    "data.max_train_lines=2000",
+    "data.max_eval_lines=200",
+    "tokenize.vocab_size=500",
+    "model.emb_size=64",
+    "model.hidden_size=64",
+    "train.max_tokens=1500",
+    "train.max_minutes=null",
+    "train.max_steps=300",
+    "train.valid_every=100",
+    "train.progress=false",
+    "train.threads=1",
+    "decode.threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def mt_floor_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with exp/beam: mt_small under MT_FLOOR, decoded with a beam of 3, run once
+    through the CLI (the floor test checks its scores; the compare tests add runs beside it)."""
+    ws = tmp_path_factory.mktemp("floor")
+    recipe = str(REPO / "recipes" / "mt_small.yaml")
+    run_cli("run", recipe, *MT_FLOOR, "decode.beam_size=3", "name=beam", cwd=ws, check=True)
+    return ws
+
+
 @pytest.fixture(scope="session")
 def yesno_run(
     tmp_path_factory: pytest.TempPathFactory,

@@ -12,31 +12,16 @@ import pytest
 
 from seqpipe.tools.compare import RunOutput, compare
 
-from .conftest import REPO, run_cli
+from .conftest import MT_FLOOR, REPO, run_cli
 
 RECIPE = str(REPO / "recipes" / "mt_small.yaml")
-FLOOR = [  # 300 updates on 2,000 pairs: BLEU ~6, outputs that differ between searches
-    "data.max_train_lines=2000",
-    "data.max_eval_lines=200",
-    "tokenize.vocab_size=500",
-    "model.emb_size=64",
-    "model.hidden_size=64",
-    "train.max_tokens=1500",
-    "train.max_minutes=null",
-    "train.max_steps=300",
-    "train.valid_every=100",
-    "train.progress=false",
-    "train.threads=1",
-    "decode.threads=1",
-]
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> Path:
+def two_runs(mt_floor_ws: Path) -> Path:
     """One model, decoded by beam search (exp/beam) and greedily (exp/greedy)."""
-    ws = tmp_path_factory.mktemp("cmp")
-    run_cli("run", RECIPE, *FLOOR, "decode.beam_size=3", "name=beam", cwd=ws, check=True)
-    run_cli("run", RECIPE, *FLOOR, "decode.search=greedy", "name=greedy", cwd=ws, check=True)
+    ws = mt_floor_ws
+    run_cli("run", RECIPE, *MT_FLOOR, "decode.search=greedy", "name=greedy", cwd=ws, check=True)
     return ws
 
 
@@ -75,7 +60,7 @@ def test_compare_gives_sacrebleus_p_values_and_p_1_against_itself(two_runs: Path
 
 def test_compare_refuses_other_references(two_runs: Path):
     short = ["data.max_eval_lines=100", "train.max_steps=20", "decode.search=greedy"]  # cheap
-    run_cli("run", RECIPE, *FLOOR, *short, "name=short", cwd=two_runs, check=True)
+    run_cli("run", RECIPE, *MT_FLOOR, *short, "name=short", cwd=two_runs, check=True)
     proc = run_cli("compare", "exp/beam", "exp/short", cwd=two_runs)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "exp/short: its 'test' references differ from exp/beam's" in proc.stderr
