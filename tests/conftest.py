@@ -96,6 +96,9 @@ def mt_floor_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
+YESNO = REPO / "recipes" / "asr_yesno.yaml"
+
+
 @pytest.fixture(scope="session")
 def yesno_run(
     tmp_path_factory: pytest.TempPathFactory,
@@ -103,7 +106,7 @@ def yesno_run(
     """recipes/asr_yesno.yaml as shipped, run once through the CLI: its workspace and that run's
     output, for the tests that check the run and those that read its experiment."""
     ws = tmp_path_factory.mktemp("yesno")
-    return ws, run_cli("run", str(REPO / "recipes" / "asr_yesno.yaml"), cwd=ws, timeout=300)
+    return ws, run_cli("run", str(YESNO), cwd=ws, timeout=300)
 
 
 def write_recipe(path: Path, text: str) -> Path:

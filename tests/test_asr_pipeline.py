@@ -16,11 +16,10 @@ import pytest
 from seqpipe.core.pipeline import Pipeline
 from seqpipe.core.recipe import load_recipe
 
-from .conftest import MIRROR, REPO, run_cli
+from .conftest import MIRROR, REPO, YESNO, run_cli
 
 pytestmark = pytest.mark.slow
 
-YESNO = REPO / "recipes" / "asr_yesno.yaml"
 SMALL = REPO / "recipes" / "asr_small.yaml"
 
 # connected digits, tiny: 24 train utterances, a small model, two updates
