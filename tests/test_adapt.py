@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqpipe.asr.adapt import InputTransform, adapt_and_transcribe, prior_loss, train_transform
-from seqpipe.asr.transcribe import transcribe
+from seqpipe.asr.transcribe import transcribe, transcribe_members
 from seqpipe.models.asr import build_asr_model, model_spec
 
 BINS, VOCAB = 12, 9
@@ -171,6 +171,25 @@ def test_an_ensemble_adapts_on_the_utterances_its_members_agree_on():
         )
         member.input_transform = None
         assert out["losses"]["s"][k] == [alone]
+
+
+@pytest.mark.parametrize("search", ["ctc_greedy", "ctc_beam"])
+def test_an_ensembles_pass_gives_each_members_own_transcripts(search: str):
+    """The adaptation rounds take the members' own hypotheses from the ensemble's pass instead
+    of decoding each member again: they must be what each member alone gives."""
+    from seqpipe.common.settings import DecodeSettings
+    from seqpipe.models.asr import CTCEnsemble
+
+    ens = CTCEnsemble([_model(seed=0), _model(seed=3)]).eval()
+    feats = _feats(10, seed=5)
+    lengths = np.array([len(f) for f in feats])
+    s = DecodeSettings(search=search, beam_size=3, batch_tokens=200)  # several batches
+    nbest, own, _ = transcribe_members(ens, lengths, feats.__getitem__, s)
+    assert nbest == transcribe(ens, lengths, feats.__getitem__, s)[0]
+    alone = [transcribe(m, lengths, feats.__getitem__, s)[0] for m in ens.members]
+    assert own == alone
+    assert own[0] != own[1]  # a real test: the members differ
+    assert transcribe_members(ens.members[0], lengths, feats.__getitem__, s)[1] == []
 
 
 def test_prior_loss_is_the_kl_from_the_prior_to_the_tokens_share_of_the_posterior_mass():

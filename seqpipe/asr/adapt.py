@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from seqpipe.asr.task import make_asr_batch, output_loss, trainable
-from seqpipe.asr.transcribe import transcribe
+from seqpipe.asr.transcribe import transcribe_members
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble
 
@@ -238,7 +238,7 @@ def adapt_and_transcribe(
     if len(speakers) != len(lengths):
         raise ValueError(f"{len(speakers)} speaker ids for {len(lengths)} utterances")
     s = settings or DecodeSettings(search="ctc_greedy")
-    first, first_secs = transcribe(model, lengths, load, s, device=device)
+    first, own, first_secs = transcribe_members(model, lengths, load, s, device=device)
     t0 = time.perf_counter()
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
@@ -247,7 +247,7 @@ def adapt_and_transcribe(
     # each member's own hypotheses of the last pass (agreed, majority: their votes choose the
     # targets; need = how many must equal the ensemble's transcript)
     agree = targets != "all" and len(run.members) > 1
-    own = [transcribe(m, lengths, load, s, device=device)[0] for m in run.members] if agree else []
+    own = own if agree else []
     need = 0 if not own else len(own) if targets == "agreed" else len(own) // 2 + 1
     book = _Book(groups, len(run.members), rounds, log)
     current, passes = first, []
@@ -309,7 +309,7 @@ def _adapt_round(
     for g, (spk, idx) in enumerate(groups.items()):
         tgts = [_target(current[i], [o[i] for o in own], need) for i in idx]
         feats = [load(i) for i in idx]
-        nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [seed, rnd, g], len(own))
+        nb, mine, fitted = run.speaker(feats, tgts, lengths[idx], [seed, rnd, g])
         book.add(spk, len(idx), sum(1 for t in tgts if t), fitted, rnd)
         for j, i in enumerate(idx):
             nxt[i] = nb[j]
@@ -363,10 +363,10 @@ class _Adaptation:
         tgts: list[list[int]],
         lengths: np.ndarray,
         seed: list[int],
-        n_own: int,
     ) -> tuple[list[Any], list[list[Any]], list[list[float]]]:
-        """Train each member's transform on ``tgts``, then decode ``feats`` through them:
-        (the model's n-best lists, the first ``n_own`` members' own, each member's losses)."""
+        """Train each member's transform on ``tgts``, then decode ``feats`` through them: (the
+        model's n-best lists, an ensemble's members' own from that pass (``[]`` for a single
+        model), each member's losses)."""
         try:
             # members train side by side (threads: torch releases the GIL in its kernels;
             # each member's result is the same as alone)
@@ -377,11 +377,7 @@ class _Adaptation:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 fitted = list(pool.map(lambda job: train_transform(**job)[1], jobs))
             s, dev = self.settings, self.device
-            nb, _ = transcribe(self.model, lengths, feats.__getitem__, s, device=dev)
-            mine = [
-                transcribe(m, lengths, feats.__getitem__, s, device=dev)[0]
-                for m in self.members[:n_own]
-            ]
+            nb, mine, _ = transcribe_members(self.model, lengths, feats.__getitem__, s, device=dev)
         finally:
             for member in self.members:
                 member.input_transform = None

@@ -22,6 +22,8 @@ from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble, pad_features
 from seqpipe.models.ctc import CTCSearchScorer
 
+NBest = list[tuple[list[int], float]]  # one utterance's hypotheses: (token ids, score)
+
 
 def transcribe(
     model: torch.nn.Module,
@@ -31,7 +33,7 @@ def transcribe(
     *,
     device: torch.device | str = "cpu",
     **overrides: Any,
-) -> tuple[list[list[tuple[list[int], float]]], float]:
+) -> tuple[list[NBest], float]:
     """Transcribe utterances ``0 .. len(lengths) - 1``.
 
     :param lengths: frames per utterance
@@ -42,31 +44,57 @@ def transcribe(
     :return: n-best lists ``[(token ids, score)]`` in input order (CTC searches: one
         hypothesis; greedy scores are 0), and the decoding wall time in seconds
     """
+    nbest, _, secs = transcribe_members(model, lengths, load, settings, device=device, **overrides)
+    return nbest, secs
+
+
+def transcribe_members(
+    model: torch.nn.Module,
+    lengths: np.ndarray,
+    load: Callable[[int], np.ndarray],
+    settings: DecodeSettings | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> tuple[list[NBest], list[list[NBest]], float]:
+    """:func:`transcribe`, and for a :class:`CTCEnsemble` also each member's own n-best lists
+    (its own search's best hypothesis, as ``transcribe(member, ...)`` gives them), taken from
+    the same pass: the ensemble's candidates are those hypotheses.
+
+    :return: (the model's n-best lists, per member its n-best lists (``[]`` for a single
+        model), the decoding wall time in seconds)
+    """
     s = (settings or DecodeSettings(search="ctc_greedy")).override(**overrides)
     s = s.resolve("asr", model.arch)
     lengths = np.asarray(lengths, dtype=np.int64)
-    out: list[list[tuple[list[int], float]]] = [[] for _ in range(len(lengths))]
+    out: list[NBest] = [[] for _ in range(len(lengths))]
+    n_members = len(model.members) if isinstance(model, CTCEnsemble) else 0
+    own: list[list[NBest]] = [[[] for _ in range(len(lengths))] for _ in range(n_members)]
     t0 = time.perf_counter()
     with torch.inference_mode():
         for idx in decode_batches(lengths, max_tokens=s.batch_tokens):
             x, x_len = pad_features([load(int(i)) for i in idx], model.min_frames)
-            res = _search_batch(model, x.to(device), x_len, s)
+            res, res_own = _search_batch(model, x.to(device), x_len, s)
             for i, r in zip(idx, res, strict=True):
                 out[int(i)] = [(list(h), float(sc)) for h, sc in r]
-    return out, time.perf_counter() - t0
+            for k, member_res in enumerate(res_own):
+                for i, r in zip(idx, member_res, strict=True):
+                    own[k][int(i)] = [(list(h), float(sc)) for h, sc in r]
+    return out, own, time.perf_counter() - t0
 
 
 def _search_batch(
     model: Any, x: torch.Tensor, x_len: torch.Tensor, s: DecodeSettings
-) -> list[list[tuple[list[int], float]]]:
-    """One padded batch (batch x frames x bins) through the search ``s.search``."""
+) -> tuple[list[NBest], list[list[NBest]]]:
+    """One padded batch (batch x frames x bins) through the search ``s.search``: n-best lists
+    per utterance, and an ensemble's members' own (``[]`` for a single model)."""
     if isinstance(model, CTCEnsemble):
         return _ensemble_search(model, x, x_len, s.search, s.beam_size)
     if s.search in ("ctc_greedy", "ctc_beam"):
         _, _, hyps, scores = _ctc_search(model, x, x_len, s.search, s.beam_size)
-        return [[(h, sc)] for h, sc in zip(hyps, scores, strict=True)]
+        return [[(h, sc)] for h, sc in zip(hyps, scores, strict=True)], []
     scorer = CTCSearchScorer(model.ctc_head) if s.search == "joint" else None
-    return decode_batch(model, x, x_len, s, prefix_scorer=scorer)
+    return decode_batch(model, x, x_len, s, prefix_scorer=scorer), []
 
 
 def _ctc_search(
@@ -85,20 +113,22 @@ def _ctc_search(
 
 def _ensemble_search(
     model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
-) -> list[list[tuple[list[int], float]]]:
+) -> tuple[list[NBest], list[list[NBest]]]:
     """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
     candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
-    Scores are that sum."""
+    Scores are that sum. :return: the winners, and each member's own hypotheses and scores"""
     outputs = []
+    own: list[list[NBest]] = []
     candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
     for member in model.members:
-        lp, lengths, hyps, _ = _ctc_search(member, x, x_len, search, beam_size)
+        lp, lengths, hyps, member_scores = _ctc_search(member, x, x_len, search, beam_size)
         outputs.append((lp, lengths))
+        own.append([[(h, sc)] for h, sc in zip(hyps, member_scores, strict=True)])
         for cands, h in zip(candidates, hyps, strict=True):
             if h not in cands:
                 cands.append(h)
     best, scores = ctc_rescore(outputs, candidates)
-    return [[(h, s)] for h, s in zip(best, scores, strict=True)]
+    return [[(h, s)] for h, s in zip(best, scores, strict=True)], own
 
 
 UTTERANCE_NORMS = ("none", "mean", "meanvar", "speaker")
