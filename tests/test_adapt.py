@@ -4,6 +4,8 @@ test_asr_pipeline.py)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -174,9 +176,12 @@ def test_an_ensemble_adapts_on_the_utterances_its_members_agree_on():
 
 
 @pytest.mark.parametrize("search", ["ctc_greedy", "ctc_beam"])
-def test_an_ensembles_pass_gives_each_members_own_transcripts(search: str):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_ensembles_pass_gives_each_members_own_transcripts(search: str, threads: int):
     """The adaptation rounds take the members' own hypotheses from the ensemble's pass instead
-    of decoding each member again: they must be what each member alone gives."""
+    of decoding each member again: they must be what each member alone gives, whether the
+    members search side by side (1 torch thread each on 2+ cores) or one after the other."""
+    from seqpipe.asr.transcribe import member_workers
     from seqpipe.common.settings import DecodeSettings
     from seqpipe.models.asr import CTCEnsemble
 
@@ -184,9 +189,17 @@ def test_an_ensembles_pass_gives_each_members_own_transcripts(search: str):
     feats = _feats(10, seed=5)
     lengths = np.array([len(f) for f in feats])
     s = DecodeSettings(search=search, beam_size=3, batch_tokens=200)  # several batches
-    nbest, own, _ = transcribe_members(ens, lengths, feats.__getitem__, s)
-    assert nbest == transcribe(ens, lengths, feats.__getitem__, s)[0]
     alone = [transcribe(m, lengths, feats.__getitem__, s)[0] for m in ens.members]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        side_by_side = member_workers(2) == 2
+        nbest, own, _ = transcribe_members(ens, lengths, feats.__getitem__, s)
+    finally:
+        torch.set_num_threads(saved)
+    if threads == 1 and (os.cpu_count() or 1) >= 2:
+        assert side_by_side
+    assert nbest == transcribe(ens, lengths, feats.__getitem__, s)[0]
     assert own == alone
     assert own[0] != own[1]  # a real test: the members differ
     assert transcribe_members(ens.members[0], lengths, feats.__getitem__, s)[1] == []

@@ -39,7 +39,6 @@ speaker.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from seqpipe.asr.task import make_asr_batch, output_loss, trainable
-from seqpipe.asr.transcribe import transcribe_members
+from seqpipe.asr.transcribe import member_workers, transcribe_members
 from seqpipe.common.settings import DecodeSettings
 from seqpipe.models.asr import CTCEnsemble
 
@@ -354,8 +353,7 @@ class _Adaptation:
             prior_weight=prior_weight,
         )
         self.members = model_members(model)
-        cores = (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)
-        self.workers = max(1, min(len(self.members), cores))
+        self.workers = member_workers(len(self.members))
 
     def speaker(
         self,

@@ -6,8 +6,10 @@ settings."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -111,23 +113,39 @@ def _ctc_search(
     return lp, enc.lengths, hyps, scores
 
 
+def member_workers(members: int) -> int:
+    """How many of ``members`` models to run at once, one thread each: as many as the cores
+    allow at the current torch threads per model (each result is the same as alone)."""
+    cores = (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)
+    return max(1, min(members, cores))
+
+
 def _ensemble_search(
     model: Any, x: torch.Tensor, x_len: torch.Tensor, search: str, beam_size: int
 ) -> tuple[list[NBest], list[list[NBest]]]:
     """Each member's best hypothesis (its own CTC greedy or prefix beam search) is a
     candidate; the candidate with the highest CTC log-likelihood summed over all members wins.
-    Scores are that sum. :return: the winners, and each member's own hypotheses and scores"""
-    outputs = []
-    own: list[list[NBest]] = []
+    Scores are that sum. Members search side by side (:func:`member_workers` threads; torch
+    releases the GIL in its kernels). :return: the winners, and each member's own hypotheses
+    and scores"""
+
+    def search_one(member: Any) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[float]]:
+        with torch.inference_mode():  # thread-local: a worker thread enters it itself
+            return _ctc_search(member, x, x_len, search, beam_size)
+
+    workers = member_workers(len(model.members))
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(search_one, model.members))
+    else:
+        results = [search_one(m) for m in model.members]
     candidates: list[list[list[int]]] = [[] for _ in range(x.shape[0])]
-    for member in model.members:
-        lp, lengths, hyps, member_scores = _ctc_search(member, x, x_len, search, beam_size)
-        outputs.append((lp, lengths))
-        own.append([[(h, sc)] for h, sc in zip(hyps, member_scores, strict=True)])
+    for _, _, hyps, _ in results:
         for cands, h in zip(candidates, hyps, strict=True):
             if h not in cands:
                 cands.append(h)
-    best, scores = ctc_rescore(outputs, candidates)
+    best, scores = ctc_rescore([(lp, lengths) for lp, lengths, _, _ in results], candidates)
+    own = [[[(h, sc)] for h, sc in zip(hyps, sc_, strict=True)] for _, _, hyps, sc_ in results]
     return [[(h, s)] for h, s in zip(best, scores, strict=True)], own
 
 
