@@ -77,11 +77,9 @@ def transcribe_members(
         for idx in decode_batches(lengths, max_tokens=s.batch_tokens):
             x, x_len = pad_features([load(int(i)) for i in idx], model.min_frames)
             res, res_own = _search_batch(model, x.to(device), x_len, s)
-            for i, r in zip(idx, res, strict=True):
-                out[int(i)] = [(list(h), float(sc)) for h, sc in r]
-            for k, member_res in enumerate(res_own):
-                for i, r in zip(idx, member_res, strict=True):
-                    own[k][int(i)] = [(list(h), float(sc)) for h, sc in r]
+            for dest, batch_res in zip([out, *own], [res, *res_own], strict=True):
+                for i, r in zip(idx, batch_res, strict=True):
+                    dest[int(i)] = [(list(h), float(sc)) for h, sc in r]
     return out, own, time.perf_counter() - t0
 
 
