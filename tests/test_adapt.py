@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from seqpipe.asr.adapt import InputTransform, adapt_and_transcribe, prior_loss, train_transform
+from seqpipe.asr.adapt import (
+    InputTransform,
+    adapt_and_transcribe,
+    mean_entropy,
+    prior_loss,
+    train_transform,
+)
 from seqpipe.asr.transcribe import transcribe, transcribe_members
 from seqpipe.models.asr import build_asr_model, model_spec
 
@@ -276,6 +282,54 @@ def test_the_token_prior_term_reaches_every_arch(arch: str):
         assert all(np.isfinite(losses))
         weights[weight] = transform.weight.detach()
     assert not torch.allclose(weights[0.0], weights[1000.0])
+
+
+def test_mean_entropy_averages_over_the_real_positions_only():
+    probs = torch.tensor(
+        [
+            [[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]],
+            [[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]],  # position 2: padding
+        ]
+    )
+    got = mean_entropy(probs.clamp_min(1e-30).log(), torch.tensor([2, 1]))
+    assert float(got) == pytest.approx((np.log(4) + 0.0 + np.log(2)) / 3, rel=1e-5)
+
+
+def test_the_confidence_penalty_keeps_the_model_less_sure_of_the_pseudo_labels():
+    """The same pseudo-labels with and without the penalty: with it, the adapted CTC posteriors
+    keep a higher entropy. (A sure model: its CTC head scaled up, so that what the transform
+    does to the input shows in the posteriors.)"""
+    from seqpipe.models.asr import pad_features
+
+    feats = _feats(16)
+    entropy = {}
+    for penalty in (0.0, 10.0):
+        model = _model(seed=4)
+        with torch.no_grad():
+            model.ctc_head.proj.weight.mul_(30)
+        train_transform(
+            model, feats, [[5, 6] for _ in feats], epochs=10, lr=0.05, seed=0, ctc_weight=0.5,
+            confidence_penalty=penalty,
+        )  # fmt: skip
+        x, x_len = pad_features(feats, model.min_frames)
+        with torch.no_grad():
+            out = model(x, x_len)
+        entropy[penalty] = float(mean_entropy(out.ctc_log_probs, out.enc.lengths))
+    assert entropy[10.0] > entropy[0.0] + 0.1, entropy
+
+
+@pytest.mark.parametrize("arch", ["attention", "ctc_attention"])
+def test_the_confidence_penalty_reaches_every_arch(arch: str):
+    feats = _feats(12)
+    weights = {}
+    for penalty in (0.0, 10.0):
+        transform, losses = train_transform(
+            _model(arch), feats, [[5] for _ in feats], epochs=3, lr=0.05, seed=0,
+            ctc_weight=0.5, confidence_penalty=penalty,
+        )  # fmt: skip
+        assert all(np.isfinite(losses))
+        weights[penalty] = transform.weight.detach()
+    assert not torch.allclose(weights[0.0], weights[10.0])
 
 
 def test_majority_targets_need_more_than_half_of_the_members():

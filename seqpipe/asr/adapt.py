@@ -23,6 +23,14 @@ systematic confusions (an unheard voice whose "two" the model hears as "three": 
 says "three" twice as often as "two", and adapting to it makes that worse); the prior term
 makes the transform resolve them towards the distribution every training voice had.
 
+With ``adapt_confidence_penalty`` > 0 each update also *rewards* the entropy of the posteriors
+(the loss loses that weight times their mean entropy over the real frames, or target positions
+without a CTC head): the confidence penalty of Pereyra et al. (2017). The pseudo-labels hold
+the first pass's errors, and a transform trained to make the model sure of them makes it sure
+of those errors too (minimising the entropy instead — SUTA's test-time adaptation, Lin et al.,
+2022 — made an unheard voice's adapted WER worse); the penalty keeps its doubts open for the
+prior term and the next round to resolve.
+
 ``adapt_rounds`` > 1 repeats 2-3 with the newest transcripts, each round from the identity
 again (not from the last round's transform, so errors are not compounded). An ensemble's
 members (``train.members``) each get their own transform (trained side by side in threads, as
@@ -68,8 +76,7 @@ def prior_loss(log_probs: Tensor, lengths: Tensor, prior: Tensor) -> Tensor:
     vocab = log_probs.shape[-1]
     q = torch.zeros(vocab, dtype=log_probs.dtype, device=log_probs.device)
     q[: len(prior)] = prior[:vocab].to(q)
-    real = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :]
-    real = (real < lengths.to(log_probs.device)[:, None]).to(log_probs.dtype)
+    real = _real_positions(log_probs, lengths)
     mass = (log_probs.exp() * real[..., None]).sum((0, 1))[1:]
     share = (mass / mass.sum().clamp_min(1e-12)).clamp_min(1e-12)
     q = q[1:]
@@ -77,12 +84,29 @@ def prior_loss(log_probs: Tensor, lengths: Tensor, prior: Tensor) -> Tensor:
     return (q[seen] * (q[seen].log() - share[seen].log())).sum()
 
 
-def _output_prior_loss(out: Any, batch: Any, prior: Tensor) -> Tensor:
-    """:func:`prior_loss` of a model output: over the CTC head's frames, or without one over
-    the attention decoder's target positions (the EOS position left out)."""
+def mean_entropy(log_probs: Tensor, lengths: Tensor) -> Tensor:
+    """The posteriors' mean entropy (nats) over a batch's real positions.
+
+    :param log_probs: batch x positions x vocab; :param lengths: batch (real positions)
+    """
+    real = _real_positions(log_probs, lengths)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)  # batch x positions
+    return (entropy * real).sum() / real.sum().clamp_min(1)
+
+
+def _real_positions(log_probs: Tensor, lengths: Tensor) -> Tensor:
+    """batch x positions: 1 at the real positions of ``log_probs``, 0 at the padding."""
+    pos = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :]
+    return (pos < lengths.to(log_probs.device)[:, None]).to(log_probs.dtype)
+
+
+def _output_posteriors(out: Any, batch: Any) -> tuple[Tensor, Tensor]:
+    """A model output's posteriors and real lengths that the prior and the confidence penalty
+    read: the CTC head's frames, or without one the attention decoder's target positions (the
+    EOS position left out)."""
     if out.ctc_log_probs is not None:
-        return prior_loss(out.ctc_log_probs, out.enc.lengths, prior)
-    return prior_loss(out.att_logits.log_softmax(-1), batch.target_lengths, prior)
+        return out.ctc_log_probs, out.enc.lengths
+    return out.att_logits.log_softmax(-1), batch.target_lengths
 
 
 class InputTransform(nn.Module):
@@ -117,6 +141,7 @@ def train_transform(
     device: torch.device | str = "cpu",
     prior: Tensor | None = None,
     prior_weight: float = 0.0,
+    confidence_penalty: float = 0.0,
 ) -> tuple[InputTransform, list[float]]:
     """Train an :class:`InputTransform` in front of the frozen ``model`` (an :class:`ASRModel`)
     on ``feats`` (normalised, one speaker) with ``targets`` (token ids), and leave it set as
@@ -124,6 +149,8 @@ def train_transform(
 
     :param prior, prior_weight: with a weight > 0, the loss per target token gains
         ``prior_weight *`` :func:`prior_loss` (``prior``: the training token frequencies)
+    :param confidence_penalty: with a weight > 0, the loss loses ``confidence_penalty *``
+        :func:`mean_entropy` of the posteriors (module docstring)
     :return: the transform and the mean loss per target token of each epoch (the model's own
         loss, without the prior term)
     """
@@ -162,7 +189,11 @@ def train_transform(
                     objective = loss / max(batch.n_targets, 1)
                     if prior_weight > 0:
                         assert prior is not None
-                        objective = objective + prior_weight * _output_prior_loss(out, batch, prior)
+                        posteriors = _output_posteriors(out, batch)
+                        objective = objective + prior_weight * prior_loss(*posteriors, prior)
+                    if confidence_penalty > 0:
+                        entropy = mean_entropy(*_output_posteriors(out, batch))
+                        objective = objective - confidence_penalty * entropy
                     if not torch.isfinite(objective):  # no update from a NaN/inf batch
                         continue
                     opt.zero_grad(set_to_none=True)
@@ -211,6 +242,7 @@ def adapt_and_transcribe(
     log: Any = None,
     prior_weight: float = 0.0,
     token_counts: np.ndarray | None = None,
+    confidence_penalty: float = 0.0,
 ) -> dict[str, Any]:
     """First pass, then ``rounds`` of per-speaker adaptation and decoding (module docstring).
 
@@ -224,6 +256,7 @@ def adapt_and_transcribe(
     :param prior_weight: the weight of the token prior term (module docstring; 0: none)
     :param token_counts: vocab; how often each token id occurs in the training targets (the
         prior; needed when ``prior_weight`` > 0)
+    :param confidence_penalty: the weight of the entropy bonus (module docstring; 0: none)
     :return: ``nbest`` (final), ``rounds`` (each round's best token ids per utterance: how
         the transcripts moved, the last one ``nbest``'s), ``first_pass`` (n-best lists),
         ``first_pass_seconds``, ``adapt_seconds`` (adaptation and the later passes),
@@ -242,7 +275,16 @@ def adapt_and_transcribe(
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
-    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, prior, prior_weight)
+    run = _Adaptation(
+        model,
+        s,
+        epochs,
+        lr,
+        seed,
+        loss_ctc_weight,
+        device,
+        (prior, prior_weight, confidence_penalty),
+    )
     # each member's own hypotheses of the last pass (agreed, majority: their votes choose the
     # targets; need = how many must equal the ensemble's transcript)
     agree = targets != "all" and len(run.members) > 1
@@ -340,10 +382,12 @@ class _Adaptation:
         seed: int,
         ctc_weight: float,
         device: torch.device | str,
-        prior: Tensor | None = None,
-        prior_weight: float = 0.0,
+        terms: tuple[Tensor | None, float, float] = (None, 0.0, 0.0),
     ) -> None:
+        """:param terms: the loss's extra terms: (prior, prior_weight, confidence_penalty) as
+        for :func:`train_transform`"""
         self.model, self.settings, self.device = model, settings, device
+        prior, prior_weight, confidence_penalty = terms
         self.train_kw: dict[str, Any] = dict(
             epochs=epochs,
             lr=lr,
@@ -351,6 +395,7 @@ class _Adaptation:
             device=device,
             prior=prior,
             prior_weight=prior_weight,
+            confidence_penalty=confidence_penalty,
         )
         self.members = model_members(model)
         self.workers = member_workers(len(self.members))
@@ -440,4 +485,5 @@ def adapt_as_configured(
         log=log,
         prior_weight=cfg.adapt_prior,
         token_counts=token_counts,
+        confidence_penalty=cfg.adapt_confidence_penalty,
     )

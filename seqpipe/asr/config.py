@@ -159,6 +159,9 @@ class ASRDecodeConfig(DecodeConfig):
     # speaker's share of each token towards the training transcripts' (class-balanced
     # self-training: an accent's systematic confusions are not reinforced)
     adapt_prior: float = newkey(0.0, ge=0)
+    # lin: weight of the confidence penalty (0: none): each update also rewards the posteriors'
+    # mean entropy, so the transform does not grow sure of the pseudo-labels' errors
+    adapt_confidence_penalty: float = newkey(0.0, ge=0)
 
     @model_validator(mode="after")
     def _adapt_needs_gradients(self) -> ASRDecodeConfig:

@@ -59,7 +59,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if s.search == "joint":
         info["ctc_weight"] = s.ctc_weight
     if cfg.adapt != "none":
-        keys = ("epochs", "lr", "rounds", "targets", "prior")
+        keys = ("epochs", "lr", "rounds", "targets", "prior", "confidence_penalty")
         info["adapt"] = {"method": cfg.adapt, **{k: getattr(cfg, f"adapt_{k}") for k in keys}}
     for split in cfg.splits:
         if not (feat_dir / "feats" / split).is_dir():
