@@ -338,7 +338,8 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     assert len((dec / "test.hyp").read_text().splitlines()) == 6
     info = json.loads((dec / "decode.json").read_text())
     assert info["adapt"] == {
-        "method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1, "targets": "agreed", "prior": 1.0
+        "method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1, "targets": "agreed", "prior": 1.0,
+        "confidence_penalty": 0.0,
     }  # fmt: skip
     split = info["splits"]["test"]
     assert split["speakers"] == 1 and split["seconds"] > split["first_pass_seconds"] > 0
