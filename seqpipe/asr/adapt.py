@@ -109,6 +109,24 @@ def _output_posteriors(out: Any, batch: Any) -> tuple[Tensor, Tensor]:
     return out.att_logits.log_softmax(-1), batch.target_lengths
 
 
+def _with_terms(
+    objective: Tensor, out: Any, batch: Any, terms: tuple[Tensor | None, float, float]
+) -> Tensor:
+    """``objective`` + ``prior_weight *`` :func:`prior_loss` − ``confidence_penalty *``
+    :func:`mean_entropy` of the output's posteriors (``terms``: prior, prior_weight,
+    confidence_penalty; a term with weight 0 is left out)."""
+    prior, prior_weight, confidence_penalty = terms
+    if prior_weight <= 0 and confidence_penalty <= 0:
+        return objective
+    posteriors = _output_posteriors(out, batch)
+    if prior_weight > 0:
+        assert prior is not None
+        objective = objective + prior_weight * prior_loss(*posteriors, prior)
+    if confidence_penalty > 0:
+        objective = objective - confidence_penalty * mean_entropy(*posteriors)
+    return objective
+
+
 class InputTransform(nn.Module):
     """``x @ weight + bias`` on every real frame (padding stays zero, so batched decoding still
     equals one utterance at a time); starts as the identity."""
@@ -152,7 +170,7 @@ def train_transform(
     :param confidence_penalty: with a weight > 0, the loss loses ``confidence_penalty *``
         :func:`mean_entropy` of the posteriors (module docstring)
     :return: the transform and the mean loss per target token of each epoch (the model's own
-        loss, without the prior term)
+        loss, without the prior and the penalty terms)
     """
     if prior_weight > 0 and prior is None:
         raise ValueError("adapting with a token prior needs the prior")
@@ -187,13 +205,8 @@ def train_transform(
                     out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
                     loss = output_loss(out, batch, arch, ctc_weight, 0.0)
                     objective = loss / max(batch.n_targets, 1)
-                    if prior_weight > 0:
-                        assert prior is not None
-                        posteriors = _output_posteriors(out, batch)
-                        objective = objective + prior_weight * prior_loss(*posteriors, prior)
-                    if confidence_penalty > 0:
-                        entropy = mean_entropy(*_output_posteriors(out, batch))
-                        objective = objective - confidence_penalty * entropy
+                    terms = (prior, prior_weight, confidence_penalty)
+                    objective = _with_terms(objective, out, batch, terms)
                     if not torch.isfinite(objective):  # no update from a NaN/inf batch
                         continue
                     opt.zero_grad(set_to_none=True)
@@ -275,16 +288,8 @@ def adapt_and_transcribe(
     groups: dict[str, list[int]] = {}
     for i, spk in enumerate(speakers):
         groups.setdefault(spk or f"(utterance {i})", []).append(i)
-    run = _Adaptation(
-        model,
-        s,
-        epochs,
-        lr,
-        seed,
-        loss_ctc_weight,
-        device,
-        (prior, prior_weight, confidence_penalty),
-    )
+    terms = (prior, prior_weight, confidence_penalty)
+    run = _Adaptation(model, s, epochs, lr, seed, loss_ctc_weight, device, terms)
     # each member's own hypotheses of the last pass (agreed, majority: their votes choose the
     # targets; need = how many must equal the ensemble's transcript)
     agree = targets != "all" and len(run.members) > 1
