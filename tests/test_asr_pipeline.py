@@ -339,7 +339,7 @@ def test_speaker_adaptation_decodes_twice_and_scores_both_passes(fsdd_ws: Path):
     info = json.loads((dec / "decode.json").read_text())
     assert info["adapt"] == {
         "method": "lin", "epochs": 2, "lr": 0.003, "rounds": 1, "targets": "agreed", "prior": 1.0,
-        "confidence_penalty": 0.0,
+        "confidence_penalty": 0.3,
     }  # fmt: skip
     split = info["splits"]["test"]
     assert split["speakers"] == 1 and split["seconds"] > split["first_pass_seconds"] > 0
