@@ -187,6 +187,7 @@ def train_transform(
     rnn_dropout = rnns_in_training_mode(model)
     opt = torch.optim.Adam(transform.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
+    terms = (prior, prior_weight, confidence_penalty)
     losses: list[float] = []
     try:
         with torch.enable_grad():
@@ -205,7 +206,6 @@ def train_transform(
                     out = model(batch.feats, batch.lengths, None if arch == "ctc" else batch.tgt_in)
                     loss = output_loss(out, batch, arch, ctc_weight, 0.0)
                     objective = loss / max(batch.n_targets, 1)
-                    terms = (prior, prior_weight, confidence_penalty)
                     objective = _with_terms(objective, out, batch, terms)
                     if not torch.isfinite(objective):  # no update from a NaN/inf batch
                         continue
